@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install what building the patched QEMU and running the tests needs:
+# Debian packages (apt-get) and the Python build tools QEMU's configure wants
+# offline (pip). Idempotent: installs only what is missing. Not root: prints
+# the exact commands and stops.
+set -euo pipefail
+
+DEBIAN_PACKAGES=(
+    # QEMU's build
+    build-essential libglib2.0-dev ninja-build pkg-config libfdt-dev
+    device-tree-compiler libslirp-dev flex bison python3-venv
+    # firmware the +ds tarball lacks (passed to QEMU with -L)
+    seabios ipxe-qemu
+    # bindgen (layout test of the generated header) needs libclang
+    libclang-dev clang
+    # the C ABI test runs under valgrind; patches are checked with perl
+    valgrind perl
+)
+PIP_PACKAGES=("meson>=1.5,<2" "pycotap==1.3.1")
+
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        missing+=("$p")
+done
+
+pip_missing=()
+python3 -c 'import mesonbuild, sys
+from mesonbuild import coredata
+v = tuple(int(x) for x in coredata.version.split(".")[:2])
+sys.exit(0 if v >= (1, 5) else 1)' 2>/dev/null || pip_missing+=("meson>=1.5,<2")
+python3 -c 'import pycotap' 2>/dev/null || pip_missing+=("pycotap==1.3.1")
+
+if [ ${#missing[@]} -eq 0 ] && [ ${#pip_missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing packages. Run as root, then try again:" >&2
+    [ ${#missing[@]} -eq 0 ] ||
+        echo "    sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    [ ${#pip_missing[@]} -eq 0 ] ||
+        echo "    python3 -m pip install '${pip_missing[*]}'" >&2
+    exit 1
+fi
+
+if [ ${#missing[@]} -ne 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ${#pip_missing[@]} -ne 0 ]; then
+    echo "deps: pip installing ${pip_missing[*]}" >&2
+    python3 -m pip install -q "${pip_missing[@]}"
+fi

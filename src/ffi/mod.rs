@@ -1,0 +1,145 @@
+//! The C ABI: the only module with `unsafe` code.
+//!
+//! Rules every export follows:
+//! - it is `unsafe extern "C"` with a `# Safety` section saying what C must
+//!   guarantee;
+//! - it checks its pointers first (NULL is an error code, never a crash);
+//! - it runs inside [`boundary`], so a Rust panic becomes
+//!   [`QnsResult::Panic`] (or NULL) instead of unwinding into C;
+//! - out-parameters are written only on success.
+//!
+//! The header `include/qemu_netfilter_stats.h` is generated from this module
+//! by cbindgen (see `build.rs`).
+
+use std::{
+    ffi::{c_char, CStr},
+    panic::{catch_unwind, AssertUnwindSafe},
+};
+
+pub mod counters;
+pub mod decoder;
+pub mod encoder;
+pub mod stats;
+
+/// The result of every fallible call. The values are fixed: they are part of
+/// the ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub enum QnsResult {
+    /// Success.
+    Ok = 0,
+    /// A pointer argument that must not be NULL was NULL.
+    NullPointer = 1,
+    /// An argument was out of range (an unknown direction or counter id, a
+    /// negative count, ...).
+    InvalidArgument = 2,
+    /// A frame was longer than the maximum (or its length field was).
+    FrameTooLarge = 3,
+    /// A frame's vnet header length was larger than the frame.
+    VnetHeaderTooLarge = 4,
+    /// A zero-length frame.
+    EmptyFrame = 5,
+    /// The stream ended inside a frame.
+    TruncatedFrame = 6,
+    /// The decoder is discarding input after a fatal error, until reset.
+    Desynchronized = 7,
+    /// The filter named in a stats query does not exist.
+    NotFound = 8,
+    /// The handle is in use by a call further up the stack (a frame callback
+    /// called back into its own decoder).
+    Busy = 9,
+    /// The library hit an internal error (a Rust panic was caught).
+    Panic = 10,
+}
+
+impl QnsResult {
+    fn message(self) -> &'static CStr {
+        match self {
+            QnsResult::Ok => c"success",
+            QnsResult::NullPointer => c"a required pointer argument was NULL",
+            QnsResult::InvalidArgument => c"an argument was out of range",
+            QnsResult::FrameTooLarge => c"frame longer than the maximum frame length",
+            QnsResult::VnetHeaderTooLarge => c"vnet header length larger than the frame",
+            QnsResult::EmptyFrame => c"zero-length frame",
+            QnsResult::TruncatedFrame => c"stream ended inside a frame",
+            QnsResult::Desynchronized => {
+                c"input discarded: the stream is out of step until the decoder is reset"
+            }
+            QnsResult::NotFound => c"no such filter",
+            QnsResult::Busy => c"handle is busy (re-entered from its own callback)",
+            QnsResult::Panic => c"internal error in the netfilter stats library",
+        }
+    }
+}
+
+/// A static, NUL-terminated English description of `result`; never NULL.
+/// An unknown value gets a generic text.
+#[no_mangle]
+pub extern "C" fn qns_result_message(result: u32) -> *const c_char {
+    const RESULTS: [QnsResult; 11] = [
+        QnsResult::Ok,
+        QnsResult::NullPointer,
+        QnsResult::InvalidArgument,
+        QnsResult::FrameTooLarge,
+        QnsResult::VnetHeaderTooLarge,
+        QnsResult::EmptyFrame,
+        QnsResult::TruncatedFrame,
+        QnsResult::Desynchronized,
+        QnsResult::NotFound,
+        QnsResult::Busy,
+        QnsResult::Panic,
+    ];
+    RESULTS
+        .into_iter()
+        .find(|r| *r as u32 == result)
+        .map_or(c"unknown result code", QnsResult::message)
+        .as_ptr()
+}
+
+/// Run `body`, turning a panic into `on_panic`: a panic must never unwind
+/// into C, and returning an error keeps the VM running.
+fn boundary<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(on_panic)
+}
+
+/// Evaluate to the `&CStr` behind `ptr`, or return
+/// [`QnsResult::NullPointer`] from the enclosing function.
+///
+/// The caller's `# Safety` section must require that a non-NULL `ptr` points
+/// to a NUL-terminated string that stays valid and unchanged for the call.
+macro_rules! cstr_arg {
+    ($ptr:expr) => {{
+        let ptr: *const ::std::ffi::c_char = $ptr;
+        if ptr.is_null() {
+            return QnsResult::NullPointer;
+        }
+        // SAFETY: not NULL (checked above); the exporting function's contract
+        // makes the caller guarantee a valid NUL-terminated string.
+        unsafe { ::std::ffi::CStr::from_ptr(ptr) }
+    }};
+}
+pub(crate) use cstr_arg;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_result_has_its_own_message() {
+        let mut seen = std::collections::HashSet::new();
+        for code in 0..=10 {
+            // SAFETY: qns_result_message returns a static NUL-terminated string.
+            let msg = unsafe { CStr::from_ptr(qns_result_message(code)) };
+            assert!(seen.insert(msg.to_owned()), "code {code}");
+        }
+        // SAFETY: as above.
+        let unknown = unsafe { CStr::from_ptr(qns_result_message(99)) };
+        assert_eq!(unknown, c"unknown result code");
+    }
+
+    #[test]
+    fn boundary_catches_panics() {
+        let r = boundary(QnsResult::Panic, || panic!("boom"));
+        assert_eq!(r, QnsResult::Panic);
+    }
+}
