@@ -11,12 +11,14 @@
 # never modified) or from the verified tarball (scripts/fetch-qemu.sh).
 #
 # The patched tree and its build live in a cache outside the clone
-# ($QNS_CACHE, default ~/.cache/qemu-netfilter-stats), keyed on everything
-# that shapes them: the source, the patches, this script and the mode. The
-# build/qemu* entries of the repository are symlinks to it. Nothing depends on
-# the cache being there: a miss builds from scratch. A change to the Rust code
-# keeps the key, so ninja rebuilds incrementally (cargo runs on every build and
-# decides itself whether the library changed).
+# ($QNS_CACHE, default ~/.cache/qemu-netfilter-stats), keyed on what shapes
+# the configured tree: the source, the mode, the configure options and
+# TREE_FORMAT below. The build/qemu* entries of the repository are symlinks
+# to it. Nothing depends on the cache being there: a miss builds from
+# scratch. Rebuilds are incremental: when the glue patches change, the old
+# ones are reversed and the new ones applied, so ninja recompiles only the
+# files they touch; cargo runs on every build and decides itself whether the
+# Rust library changed.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,11 +60,9 @@ if [ $mode != stock ]; then
     patches=("$repo"/qemu-glue/*.patch)
 fi
 
-key=$( {
-    echo "$source_id $mode ${configure_args[*]}"
-    cat "$0"
-    [ ${#patches[@]} -eq 0 ] || cat "${patches[@]}"
-} | sha256sum | cut -c1-16)
+# Bump when this script changes how it prepares or configures the tree.
+TREE_FORMAT=1
+key=$(echo "$TREE_FORMAT $source_id $mode ${configure_args[*]}" | sha256sum | cut -c1-16)
 tree="$CACHE/qemu-$mode-$key"
 
 exec 9>"$tree.lock"
@@ -82,10 +82,29 @@ if [ ! -f "$tree/.prepared" ]; then
         "$tree/pc-bios/meson.build"
     printf '%s\n' CONFIG_PCI_DEVICES=n CONFIG_MICROVM=y CONFIG_VIRTIO_NET=y \
         >"$tree/configs/devices/x86_64-softmmu/microvm.mak"
-    for p in "${patches[@]}"; do
-        patch -d "$tree" -p1 -s --no-backup-if-mismatch <"$p"
-    done
+    mkdir -p "$tree/.qns-applied"
     touch "$tree/.prepared"
+fi
+
+# Bring the tree's glue patches up to date with qemu-glue/.
+applied="$tree/.qns-applied"
+wanted=$(mktemp -d)
+trap 'rm -rf "$wanted"' EXIT
+[ ${#patches[@]} -eq 0 ] || cp "${patches[@]}" "$wanted/"
+if ! diff -rq "$applied" "$wanted" >/dev/null; then
+    echo "build-qemu: updating the glue patches in $tree" >&2
+    for p in $(ls -r "$applied"); do
+        patch -d "$tree" -p1 -R -s --no-backup-if-mismatch <"$applied/$p" || {
+            echo "build-qemu: cannot reverse $p; remove $tree and run again" >&2
+            exit 1
+        }
+        rm "$applied/$p"
+    done
+    for p in "$wanted"/*.patch; do
+        [ -e "$p" ] || continue
+        patch -d "$tree" -p1 -s --no-backup-if-mismatch <"$p"
+        cp "$p" "$applied/"
+    done
 fi
 
 if [ $mode != stock ]; then
@@ -101,7 +120,9 @@ if [ ! -f "$tree/build/build.ninja" ]; then
     }
 fi
 ninja -C "$tree/build" "${ninja_targets[@]}" >"$tree/build/ninja.log" 2>&1 || {
-    grep -B5 -A20 -m3 "FAILED\|error:" "$tree/build/ninja.log" >&2 || tail -40 "$tree/build/ninja.log" >&2
+    # FAILED lines list every output of a step: keep them short.
+    grep -E -A12 "^FAILED|error" "$tree/build/ninja.log" | cut -c1-300 | head -60 >&2
+    echo "build-qemu: build failed; full log: $tree/build/ninja.log" >&2
     exit 1
 }
 
