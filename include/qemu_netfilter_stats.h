@@ -385,13 +385,15 @@ void qns_decoder_free(struct QnsDecoder *decoder);
  * `indev` counter and each rejection to `indev-errors` (one packet per
  * rejected frame; the bytes thrown away).
  *
- * Returns `QNS_RESULT_OK`; or, when input was rejected, the first problem met
- * in this chunk (`FRAME_TOO_LARGE`, `VNET_HEADER_TOO_LARGE`, `EMPTY_FRAME`;
- * its text is in [`qns_decoder_error_message`]); frames before and after a
- * rejected one are still delivered, except after `FRAME_TOO_LARGE`, which
- * leaves the stream out of step: everything after it is discarded, and later
- * calls return `QNS_RESULT_DESYNCHRONIZED`, until [`qns_decoder_reset`].
- * Report the first to the user; the latter needs no new message.
+ * Returns `QNS_RESULT_OK`; or, when input was rejected, the problem met in
+ * this chunk (`FRAME_TOO_LARGE`, `VNET_HEADER_TOO_LARGE`, `EMPTY_FRAME`; the
+ * first one, except that `FRAME_TOO_LARGE` always wins; its text is in
+ * [`qns_decoder_error_message`]). Frames before and after a rejected one are
+ * still delivered, except after `FRAME_TOO_LARGE`, which leaves the stream
+ * out of step: everything after it is discarded, and every later call
+ * (even with `len` 0) returns `QNS_RESULT_DESYNCHRONIZED`, until
+ * [`qns_decoder_reset`]. Report the former to the user; the latter needs no
+ * new message.
  *
  * # Safety
  * `decoder` must be NULL or a live decoder; `counters` NULL or live counters;
@@ -408,7 +410,9 @@ enum QnsResult qns_decoder_feed(const struct QnsDecoder *decoder,
 
 /**
  * Start over with a clean state (for a new connection) and release the frame
- * buffer. If the stream ended inside a frame, returns
+ * buffer. The rest of a frame that was already rejected (and is being
+ * skipped) is not reported again. If the stream ended inside a frame
+ * otherwise, returns
  * `QNS_RESULT_TRUNCATED_FRAME` (its text is in
  * [`qns_decoder_error_message`]) and counts it in `counters`' `indev-errors`
  * (one packet, the bytes received of it).
@@ -498,6 +502,12 @@ struct QnsStatsBuilder *qns_stats_builder_new(const char *name);
  * Add one filter: its QOM id `name`, its netdev id `netdev`, its QOM type
  * name `qom_type`, and its counters, read now. A filter that the query does
  * not ask for is skipped (still `QNS_RESULT_OK`).
+ *
+ * Every pointer is required: NULL gives `QNS_RESULT_NULL_POINTER`. Which
+ * filter-specific counters are reported depends on the type the counters
+ * were created for
+ * ([`qns_counters_new`](super::counters::qns_counters_new)), not on `qom_type`, which is only
+ * the label in the list.
  *
  * # Safety
  * `builder` NULL or live; the strings NULL or NUL-terminated (copied);

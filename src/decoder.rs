@@ -225,6 +225,7 @@ impl FrameDecoder {
                 }
                 State::Payload { len, vnet_hdr_len } => {
                     let take = (len - self.buf.len()).min(chunk.len());
+                    self.grow_for(take, len);
                     self.buf.extend_from_slice(&chunk[..take]);
                     chunk = &chunk[take..];
                     if self.buf.len() == len {
@@ -328,13 +329,25 @@ impl FrameDecoder {
             });
             return;
         }
-        // Grow to exactly this frame, not to the maximum.
         self.buf.clear();
-        self.buf.reserve_exact(len_usize);
         self.state = State::Payload {
             len: len_usize,
             vnet_hdr_len,
         };
+    }
+}
+
+impl FrameDecoder {
+    /// Make room for `more` bytes of a `frame_len`-byte frame. The buffer
+    /// grows with the data that actually arrives (doubling, so a slow peer
+    /// costs few reallocations), never past the frame: a peer that only
+    /// announces a large frame makes the decoder allocate nothing.
+    fn grow_for(&mut self, more: usize, frame_len: usize) {
+        let needed = self.buf.len() + more;
+        if needed > self.buf.capacity() {
+            let target = needed.max((self.buf.capacity() * 2).min(frame_len));
+            self.buf.reserve_exact(target - self.buf.len());
+        }
     }
 }
 
@@ -449,6 +462,27 @@ mod tests {
         assert_eq!(d.buffered_capacity(), 65535);
         assert_eq!(d.reset(), None);
         assert_eq!(d.buffered_capacity(), 0);
+    }
+
+    #[test]
+    fn announcing_a_large_frame_allocates_nothing() {
+        let mut d = FrameDecoder::new(false, u32::MAX);
+        run(&mut d, &[&u32::MAX.to_be_bytes(), b"x"]);
+        assert!(d.buffered_capacity() < 64, "{}", d.buffered_capacity());
+    }
+
+    #[test]
+    fn slow_peer_costs_few_reallocations() {
+        let payload = vec![5u8; 9000];
+        let wire = frame(&payload, None);
+        let mut d = FrameDecoder::new(false, DEFAULT_MAX_FRAME_LEN);
+        let mut capacities = std::collections::BTreeSet::new();
+        for byte in wire.chunks(1) {
+            run(&mut d, &[byte]);
+            capacities.insert(d.buffered_capacity());
+        }
+        assert!(capacities.len() < 20, "{capacities:?}");
+        assert_eq!(d.buffered_capacity(), 9000);
     }
 
     #[test]

@@ -5,7 +5,10 @@
 #[test]
 fn committed_header_matches_the_code() {
     let generated_path = concat!(env!("OUT_DIR"), "/qemu_netfilter_stats.h");
-    let committed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/qemu_netfilter_stats.h");
+    let committed_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/include/qemu_netfilter_stats.h"
+    );
     let generated = std::fs::read_to_string(generated_path).expect("build.rs generated the header");
     if std::env::var_os("UPDATE_HEADER").is_some() {
         std::fs::write(committed_path, &generated).expect("include/ is writable");

@@ -122,13 +122,15 @@ pub unsafe extern "C" fn qns_decoder_free(decoder: *mut QnsDecoder) {
 /// `indev` counter and each rejection to `indev-errors` (one packet per
 /// rejected frame; the bytes thrown away).
 ///
-/// Returns `QNS_RESULT_OK`; or, when input was rejected, the first problem met
-/// in this chunk (`FRAME_TOO_LARGE`, `VNET_HEADER_TOO_LARGE`, `EMPTY_FRAME`;
-/// its text is in [`qns_decoder_error_message`]); frames before and after a
-/// rejected one are still delivered, except after `FRAME_TOO_LARGE`, which
-/// leaves the stream out of step: everything after it is discarded, and later
-/// calls return `QNS_RESULT_DESYNCHRONIZED`, until [`qns_decoder_reset`].
-/// Report the first to the user; the latter needs no new message.
+/// Returns `QNS_RESULT_OK`; or, when input was rejected, the problem met in
+/// this chunk (`FRAME_TOO_LARGE`, `VNET_HEADER_TOO_LARGE`, `EMPTY_FRAME`; the
+/// first one, except that `FRAME_TOO_LARGE` always wins; its text is in
+/// [`qns_decoder_error_message`]). Frames before and after a rejected one are
+/// still delivered, except after `FRAME_TOO_LARGE`, which leaves the stream
+/// out of step: everything after it is discarded, and every later call
+/// (even with `len` 0) returns `QNS_RESULT_DESYNCHRONIZED`, until
+/// [`qns_decoder_reset`]. Report the former to the user; the latter needs no
+/// new message.
 ///
 /// # Safety
 /// `decoder` must be NULL or a live decoder; `counters` NULL or live counters;
@@ -182,7 +184,11 @@ pub unsafe extern "C" fn qns_decoder_feed(
             }
             Decoded::Rejected { error, discarded } => {
                 count(counters, QnsCounterId::IndevErrors, 1, discarded);
-                first_error.get_or_insert(error);
+                // A fatal error is the one to report, whatever came first:
+                // after it the stream is out of step and nothing else is.
+                if first_error.is_none() || matches!(error, DecodeError::FrameTooLarge { .. }) {
+                    first_error = Some(error);
+                }
             }
             Decoded::Discarded(n) => count(counters, QnsCounterId::IndevErrors, 0, n),
         });
@@ -191,7 +197,7 @@ pub unsafe extern "C" fn qns_decoder_feed(
                 state.record(error);
                 error.into()
             }
-            None if was_desynchronized && !chunk.is_empty() => QnsResult::Desynchronized,
+            None if was_desynchronized => QnsResult::Desynchronized,
             None => QnsResult::Ok,
         }
     })
@@ -204,7 +210,9 @@ fn count(counters: Option<&FilterCounters>, id: QnsCounterId, packets: u64, byte
 }
 
 /// Start over with a clean state (for a new connection) and release the frame
-/// buffer. If the stream ended inside a frame, returns
+/// buffer. The rest of a frame that was already rejected (and is being
+/// skipped) is not reported again. If the stream ended inside a frame
+/// otherwise, returns
 /// `QNS_RESULT_TRUNCATED_FRAME` (its text is in
 /// [`qns_decoder_error_message`]) and counts it in `counters`' `indev-errors`
 /// (one packet, the bytes received of it).
@@ -252,4 +260,38 @@ pub unsafe extern "C" fn qns_decoder_error_message(decoder: *const QnsDecoder) -
         QnsResult::Ok
     });
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" fn ignore(_: *mut c_void, _: *const u8, _: usize, _: u32) {}
+
+    fn feed(d: *const QnsDecoder, bytes: &[u8]) -> QnsResult {
+        // SAFETY: d is live; bytes is a live slice; ignore may be called with
+        // any opaque pointer.
+        unsafe {
+            qns_decoder_feed(
+                d,
+                std::ptr::null(),
+                bytes.as_ptr(),
+                bytes.len(),
+                Some(ignore),
+                std::ptr::null_mut(),
+            )
+        }
+    }
+
+    #[test]
+    fn fatal_error_wins_over_an_earlier_one_in_the_same_chunk() {
+        let d = qns_decoder_new(false, 100);
+        let mut wire = 0u32.to_be_bytes().to_vec();
+        wire.extend_from_slice(&101u32.to_be_bytes());
+        assert_eq!(feed(d, &wire), QnsResult::FrameTooLarge);
+        assert_eq!(feed(d, b"more"), QnsResult::Desynchronized);
+        assert_eq!(feed(d, b""), QnsResult::Desynchronized);
+        // SAFETY: d is live and not used after this.
+        unsafe { qns_decoder_free(d) };
+    }
 }

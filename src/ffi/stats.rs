@@ -150,6 +150,12 @@ pub unsafe extern "C" fn qns_stats_builder_new(name: *const c_char) -> *mut QnsS
 /// name `qom_type`, and its counters, read now. A filter that the query does
 /// not ask for is skipped (still `QNS_RESULT_OK`).
 ///
+/// Every pointer is required: NULL gives `QNS_RESULT_NULL_POINTER`. Which
+/// filter-specific counters are reported depends on the type the counters
+/// were created for
+/// ([`qns_counters_new`](super::counters::qns_counters_new)), not on `qom_type`, which is only
+/// the label in the list.
+///
 /// # Safety
 /// `builder` NULL or live; the strings NULL or NUL-terminated (copied);
 /// `counters` NULL or live counters.

@@ -128,7 +128,7 @@ class Qemu:
         self.qmp.sendall(json.dumps(cmd).encode() + b"\n")
         return self._read_message()
 
-    def command(self, name, **arguments):
+    def command(self, name, /, **arguments):
         reply = self.command_raw(name, arguments or None)
         if "error" in reply:
             raise QmpError(reply["error"])

@@ -1,0 +1,269 @@
+"""End-to-end: the patched QEMU answers query-netfilter-stats and
+info netfilter-stats with exact counts for real traffic over real sockets.
+
+The chain on netdev n0 (a socket netdev; the test holds the other end, "the
+wire"), in filter order:
+
+    m0  filter-mirror      queue=tx  outdev=mir0   copies what n0 sends
+    d0  filter-dump        queue=all               counts both directions
+    r0  filter-redirector  queue=tx  outdev=out0   steals what n0 sends
+    r1  filter-redirector  queue=rx  indev=in1     injects frames n0 receives
+
+Frames written to the wire are sent by n0 (tx): m0, d0 and r0 see them, r0
+writes them to out0. Frames written to in1 are injected by r1 in the rx
+direction: they walk the filters before r1 backwards (only d0 takes rx) and
+come out on the wire.
+"""
+
+import threading
+import time
+
+import pytest
+
+from qemu import Qemu, QmpError, frame, read_frame
+
+TX_SIZES = [60, 1514, 9000, 64, 65535, 1]
+RX_SIZES = [42, 1514, 100, 9000]
+
+
+def payload(n, seed):
+    return bytes((seed + i) % 251 for i in range(n))
+
+
+def start_chain(tmp_path, vnet):
+    v = "on" if vnet else "off"
+    q = Qemu(
+        chardevs=["mir0", "out0", "in1"],
+        extra_args=[
+            "-object", f"filter-mirror,id=m0,netdev=n0,queue=tx,outdev=mir0,vnet_hdr_support={v}",
+            "-object", f"filter-dump,id=d0,netdev=n0,queue=all,file={tmp_path}/d0.pcap",
+            "-object", f"filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0,vnet_hdr_support={v}",
+            "-object", f"filter-redirector,id=r1,netdev=n0,queue=rx,indev=in1,vnet_hdr_support={v}",
+        ],
+    )
+    q.mir = q.connect_chardev("mir0")
+    q.out = q.connect_chardev("out0")
+    q.inp = q.connect_chardev("in1")
+    # The chardevs accept in the main loop: wait until they are connected.
+    deadline = time.monotonic() + 10
+    while any(c["filename"].startswith("disconnected:") for c in q.command("query-chardev")):
+        assert time.monotonic() < deadline, "chardevs did not connect"
+        time.sleep(0.02)
+    return q
+
+
+def send_tx(q, sizes, vnet, seed=0):
+    """Send frames into n0 from the wire; check they come out of out0 and
+    mir0 unchanged. Returns when QEMU has handled all of them."""
+    sent = [payload(n, seed + i) for i, n in enumerate(sizes)]
+    for p in sent:
+        q.netdev_peer.sendall(frame(p))
+    for p in sent:
+        got, vnet_len = read_frame(q.out, vnet)
+        assert got == p
+        assert vnet_len == (0 if vnet else None)
+        got, vnet_len = read_frame(q.mir, vnet)
+        assert got == p
+        assert vnet_len == (0 if vnet else None)
+
+
+def send_rx(q, sizes, vnet, seed=100):
+    """Inject frames through r1's indev; check they reach the wire."""
+    sent = [payload(n, seed + i) for i, n in enumerate(sizes)]
+    for p in sent:
+        q.inp.sendall(frame(p, 12 if vnet else None))
+    for p in sent:
+        got, _ = read_frame(q.netdev_peer)
+        assert got == p
+
+
+def entry(name, netdev, type_, tx=(0, 0), rx=(0, 0), counters=None):
+    e = {
+        "name": name, "netdev": netdev, "type": type_,
+        "packets-tx": tx[0], "bytes-tx": tx[1],
+        "packets-rx": rx[0], "bytes-rx": rx[1],
+    }
+    if counters is not None:
+        e["counters"] = [{"name": n, "packets": p, "bytes": b} for n, p, b in counters]
+    return e
+
+
+def redirector_counters(indev=(0, 0), outdev=(0, 0), indev_errors=(0, 0), outdev_errors=(0, 0)):
+    return [("indev", *indev), ("outdev", *outdev),
+            ("indev-errors", *indev_errors), ("outdev-errors", *outdev_errors)]
+
+
+@pytest.mark.parametrize("vnet", [False, True], ids=["vnet_hdr=off", "vnet_hdr=on"])
+def test_exact_counts_both_directions(tmp_path, vnet):
+    with start_chain(tmp_path, vnet) as q:
+        send_tx(q, TX_SIZES, vnet)
+        send_rx(q, RX_SIZES, vnet)
+        tx = (len(TX_SIZES), sum(TX_SIZES))
+        rx = (len(RX_SIZES), sum(RX_SIZES))
+        assert q.stats() == [
+            entry("m0", "n0", "filter-mirror", tx=tx,
+                  counters=[("outdev", *tx), ("outdev-errors", 0, 0)]),
+            entry("d0", "n0", "filter-dump", tx=tx, rx=rx),
+            entry("r0", "n0", "filter-redirector", tx=tx,
+                  counters=redirector_counters(outdev=tx)),
+            entry("r1", "n0", "filter-redirector",
+                  counters=redirector_counters(indev=rx)),
+        ]
+
+
+def test_hmp_prints_the_exact_lines(tmp_path):
+    with start_chain(tmp_path, False) as q:
+        send_tx(q, [60, 1514], False)
+        send_rx(q, [100], False)
+        assert q.hmp("info netfilter-stats") == (
+            "m0: netdev=n0 type=filter-mirror\r\n"
+            "  tx: 2 packets, 1574 bytes\r\n"
+            "  rx: 0 packets, 0 bytes\r\n"
+            "  outdev: 2 packets, 1574 bytes\r\n"
+            "  outdev-errors: 0 packets, 0 bytes\r\n"
+            "d0: netdev=n0 type=filter-dump\r\n"
+            "  tx: 2 packets, 1574 bytes\r\n"
+            "  rx: 1 packets, 100 bytes\r\n"
+            "r0: netdev=n0 type=filter-redirector\r\n"
+            "  tx: 2 packets, 1574 bytes\r\n"
+            "  rx: 0 packets, 0 bytes\r\n"
+            "  indev: 0 packets, 0 bytes\r\n"
+            "  outdev: 2 packets, 1574 bytes\r\n"
+            "  indev-errors: 0 packets, 0 bytes\r\n"
+            "  outdev-errors: 0 packets, 0 bytes\r\n"
+            "r1: netdev=n0 type=filter-redirector\r\n"
+            "  tx: 0 packets, 0 bytes\r\n"
+            "  rx: 0 packets, 0 bytes\r\n"
+            "  indev: 1 packets, 100 bytes\r\n"
+            "  outdev: 0 packets, 0 bytes\r\n"
+            "  indev-errors: 0 packets, 0 bytes\r\n"
+            "  outdev-errors: 0 packets, 0 bytes\r\n"
+        )
+        assert q.hmp("info netfilter-stats d0") == (
+            "d0: netdev=n0 type=filter-dump\r\n"
+            "  tx: 2 packets, 1574 bytes\r\n"
+            "  rx: 1 packets, 100 bytes\r\n"
+        )
+        assert q.hmp("info netfilter-stats nope") == "Error: netfilter 'nope' not found\r\n"
+
+
+def test_no_filters():
+    with Qemu() as q:
+        assert q.stats() == []
+        assert q.hmp("info netfilter-stats") == "No netfilters found\r\n"
+
+
+def test_name_argument_and_bad_arguments(tmp_path):
+    with start_chain(tmp_path, False) as q:
+        send_tx(q, [70], False)
+        assert q.stats("r0") == [entry("r0", "n0", "filter-redirector", tx=(1, 70),
+                                       counters=redirector_counters(outdev=(1, 70)))]
+        assert q.stats("d0") == [entry("d0", "n0", "filter-dump", tx=(1, 70))]
+
+        reply = q.command_raw("query-netfilter-stats", {"name": "nope"})
+        assert reply["error"] == {"class": "GenericError", "desc": "netfilter 'nope' not found"}
+        # A QOM object that is not a filter is not found either.
+        reply = q.command_raw("query-netfilter-stats", {"name": "mir0"})
+        assert reply["error"]["desc"] == "netfilter 'mir0' not found"
+
+        reply = q.command_raw("query-netfilter-stats", {"name": 42})
+        assert reply["error"] == {
+            "class": "GenericError",
+            "desc": "Invalid parameter type for 'name', expected: string",
+        }
+        reply = q.command_raw("query-netfilter-stats", {"bogus": 1})
+        assert reply["error"] == {"class": "GenericError", "desc": "Parameter 'bogus' is unexpected"}
+        # QEMU is still fine.
+        assert [s["name"] for s in q.stats()] == ["m0", "d0", "r0", "r1"]
+
+
+def test_status_off_stops_counting(tmp_path):
+    with start_chain(tmp_path, False) as q:
+        send_tx(q, [100], False)
+        q.command("qom-set", path="/objects/d0", property="status", value="off")
+        send_tx(q, [200, 300], False)
+        s = q.stats_by_name()
+        assert (s["d0"]["packets-tx"], s["d0"]["bytes-tx"]) == (1, 100)
+        assert (s["r0"]["packets-tx"], s["r0"]["bytes-tx"]) == (3, 600)
+        q.command("qom-set", path="/objects/d0", property="status", value="on")
+        send_tx(q, [400], False)
+        s = q.stats_by_name()
+        assert (s["d0"]["packets-tx"], s["d0"]["bytes-tx"]) == (2, 500)
+        assert (s["r0"]["packets-tx"], s["r0"]["bytes-tx"]) == (4, 1000)
+
+
+def test_object_add_and_del(tmp_path):
+    with start_chain(tmp_path, False) as q:
+        send_tx(q, [10, 20], False)
+        q.command("object-add", **{"qom-type": "filter-dump", "id": "d1", "netdev": "n0",
+                                   "queue": "tx", "file": f"{tmp_path}/d1.pcap", "position": "head"})
+        send_tx(q, [30], False)
+        s = q.stats_by_name()
+        assert list(s) == ["d1", "m0", "d0", "r0", "r1"]
+        assert (s["d1"]["packets-tx"], s["d1"]["bytes-tx"]) == (1, 30)
+        assert (s["r0"]["packets-tx"], s["r0"]["bytes-tx"]) == (3, 60)
+        q.command("object-del", id="d1")
+        send_tx(q, [40], False)
+        s = q.stats_by_name()
+        assert list(s) == ["m0", "d0", "r0", "r1"]
+        assert (s["r0"]["packets-tx"], s["r0"]["bytes-tx"]) == (4, 100)
+        reply = q.command_raw("query-netfilter-stats", {"name": "d1"})
+        assert reply["error"]["desc"] == "netfilter 'd1' not found"
+
+
+def test_object_add_and_del_while_traffic_flows(tmp_path):
+    """Filters come and go while a thread keeps sending: QEMU stays up, no
+    frame is lost, r0 (there throughout) counts every one, and a removed
+    filter is never reported."""
+    with start_chain(tmp_path, False) as q:
+        stop = threading.Event()
+        sent = []
+
+        def sender():
+            i = 0
+            while not stop.is_set() and i < 20000:
+                n = 60 + i % 1000
+                q.netdev_peer.sendall(frame(payload(n, i)))
+                sent.append(n)
+                i += 1
+
+        def drain(sock, total):
+            got = 0
+            while got < total:
+                p, _ = read_frame(sock)
+                got += 1
+            return got
+
+        t = threading.Thread(target=sender)
+        t.start()
+        try:
+            for i in range(30):
+                q.command("object-add", **{"qom-type": "filter-dump", "id": f"x{i}",
+                                           "netdev": "n0", "queue": "all",
+                                           "file": f"{tmp_path}/x.pcap"})
+                names = [s["name"] for s in q.stats()]
+                assert names == ["m0", "d0", "r0", "r1", f"x{i}"]
+                q.command("object-del", id=f"x{i}")
+                assert [s["name"] for s in q.stats()] == ["m0", "d0", "r0", "r1"]
+                # Keep the outdev sockets drained so QEMU never blocks on them.
+                q.out.setblocking(False)
+                q.mir.setblocking(False)
+                for sock in (q.out, q.mir):
+                    try:
+                        while sock.recv(1 << 20):
+                            pass
+                    except BlockingIOError:
+                        pass
+                q.out.setblocking(True)
+                q.mir.setblocking(True)
+        finally:
+            stop.set()
+            t.join()
+        total = len(sent)
+        expected = (total, sum(sent))
+        # Everything sent is counted by the filters that stayed.
+        s = q.wait_for(lambda s: s["r0"]["packets-tx"] == total, what="all frames")
+        # Drain the rest of the outdev streams so no write is left pending.
+        assert (s["r0"]["packets-tx"], s["r0"]["bytes-tx"]) == expected
+        assert (s["d0"]["packets-tx"], s["d0"]["bytes-tx"]) == expected
+        assert s["r0"]["counters"][1] == {"name": "outdev", "packets": total, "bytes": sum(sent)}
