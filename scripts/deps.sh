@@ -16,7 +16,6 @@ DEBIAN_PACKAGES=(
     # the C ABI test runs under valgrind; patches are checked with perl
     valgrind perl
 )
-PIP_PACKAGES=("meson>=1.5,<2" "pycotap==1.3.1")
 
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do
@@ -30,6 +29,8 @@ from mesonbuild import coredata
 v = tuple(int(x) for x in coredata.version.split(".")[:2])
 sys.exit(0 if v >= (1, 5) else 1)' 2>/dev/null || pip_missing+=("meson>=1.5,<2")
 python3 -c 'import pycotap' 2>/dev/null || pip_missing+=("pycotap==1.3.1")
+# the end-to-end tests
+python3 -c 'import pytest' 2>/dev/null || pip_missing+=("pytest>=7")
 
 if [ ${#missing[@]} -eq 0 ] && [ ${#pip_missing[@]} -eq 0 ]; then
     exit 0
@@ -40,7 +41,7 @@ if [ "$(id -u)" != 0 ]; then
     [ ${#missing[@]} -eq 0 ] ||
         echo "    sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
     [ ${#pip_missing[@]} -eq 0 ] ||
-        echo "    python3 -m pip install '${pip_missing[*]}'" >&2
+        echo "    python3 -m pip install$(printf " '%s'" "${pip_missing[@]}")" >&2
     exit 1
 fi
 

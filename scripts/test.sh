@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Run every test: the README's test command, and what .ci/run calls.
+#
+#   1. Rust: cargo fmt --check, clippy (warnings are errors), cargo test
+#      (unit tests, header drift, bindgen layout check)
+#   2. the C ABI from a C program under valgrind
+#   3. QEMU's checkpatch.pl on every glue patch
+#   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests
+#   5. the patched QEMU (default devices): QEMU's own filter qtests
+#
+# Installs what is missing (as root) or says what to install.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+"$repo/scripts/deps.sh"
+
+passed=0
+failed=0
+failures=()
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name"
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "=== $name: ok"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "=== $name: FAILED"
+    fi
+}
+
+rust_checks() {
+    cargo fmt --check &&
+        cargo clippy --quiet --all-targets -- -D warnings &&
+        cargo test
+}
+
+checkpatch() {
+    local tree
+    tree=$(readlink -f build/qemu)/..
+    perl "$tree/scripts/checkpatch.pl" qemu-glue/*.patch
+}
+
+e2e() {
+    (cd tests/e2e && python3 -m pytest -v -p no:cacheprovider)
+}
+
+qemu_qtests() {
+    local build rc=0 t
+    build=$(readlink -f build/qemu-full)
+    for t in test-filter-redirector test-filter-mirror test-netfilter; do
+        echo "--- $t"
+        QTEST_QEMU_BINARY="$build/qemu-system-x86_64 -L /usr/share/seabios -L /usr/lib/ipxe/qemu" \
+            "$build/tests/qtest/$t" --tap -k || rc=1
+    done
+    return $rc
+}
+
+step "rust: fmt, clippy, cargo test" rust_checks
+step "C ABI under valgrind" scripts/test-c-abi.sh
+step "build patched QEMU (minimal)" scripts/build-qemu.sh
+step "checkpatch on qemu-glue/" checkpatch
+step "end-to-end (patched QEMU, QMP/HMP)" e2e
+step "build patched QEMU (default devices, qtests)" scripts/build-qemu.sh --full
+step "QEMU's own filter qtests on the patched tree" qemu_qtests
+
+echo
+for f in "${failures[@]}"; do
+    echo "FAILED: $f"
+done
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
