@@ -132,6 +132,31 @@ pub unsafe extern "C" fn qns_counters_add(
     QnsResult::Ok
 }
 
+/// Read one value of `counters` into `*out`: the shared checks of the two
+/// getters below.
+///
+/// # Safety
+/// As [`qns_counters_get_direction`].
+unsafe fn read_into(
+    counters: *const QnsCounters,
+    out: *mut QnsCount,
+    read: impl FnOnce(&FilterCounters) -> Option<Count>,
+) -> QnsResult {
+    // SAFETY: the caller guarantees counters is NULL or live.
+    let Some(counters) = (unsafe { QnsCounters::from_ptr(counters) }) else {
+        return QnsResult::NullPointer;
+    };
+    if out.is_null() {
+        return QnsResult::NullPointer;
+    }
+    let Some(count) = read(counters) else {
+        return QnsResult::InvalidArgument;
+    };
+    // SAFETY: out is not NULL and the caller guarantees it is writable.
+    unsafe { out.write(count.into()) };
+    QnsResult::Ok
+}
+
 /// Read the packets and bytes counted in `direction` (a `QnsDirection`) into
 /// `*out`.
 ///
@@ -144,19 +169,12 @@ pub unsafe extern "C" fn qns_counters_get_direction(
     direction: u32,
     out: *mut QnsCount,
 ) -> QnsResult {
-    // SAFETY: the caller guarantees counters is NULL or live.
-    let Some(counters) = (unsafe { QnsCounters::from_ptr(counters) }) else {
-        return QnsResult::NullPointer;
-    };
-    if out.is_null() {
-        return QnsResult::NullPointer;
+    // SAFETY: this function's contract is read_into's.
+    unsafe {
+        read_into(counters, out, |c| {
+            Some(c.direction(direction_from_raw(direction)?))
+        })
     }
-    let Some(direction) = direction_from_raw(direction) else {
-        return QnsResult::InvalidArgument;
-    };
-    // SAFETY: out is not NULL and the caller guarantees it is writable.
-    unsafe { out.write(counters.direction(direction).into()) };
-    QnsResult::Ok
 }
 
 /// Read the filter-specific counter `id` (a `QnsCounterId`) into `*out`.
@@ -169,17 +187,6 @@ pub unsafe extern "C" fn qns_counters_get(
     id: u32,
     out: *mut QnsCount,
 ) -> QnsResult {
-    // SAFETY: the caller guarantees counters is NULL or live.
-    let Some(counters) = (unsafe { QnsCounters::from_ptr(counters) }) else {
-        return QnsResult::NullPointer;
-    };
-    if out.is_null() {
-        return QnsResult::NullPointer;
-    }
-    let Some(id) = QnsCounterId::from_raw(id) else {
-        return QnsResult::InvalidArgument;
-    };
-    // SAFETY: out is not NULL and the caller guarantees it is writable.
-    unsafe { out.write(counters.get(id).into()) };
-    QnsResult::Ok
+    // SAFETY: this function's contract is read_into's.
+    unsafe { read_into(counters, out, |c| Some(c.get(QnsCounterId::from_raw(id)?))) }
 }

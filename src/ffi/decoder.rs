@@ -5,10 +5,10 @@ use std::{
     ffi::{c_char, c_void, CString},
 };
 
-use super::{boundary, counters::QnsCounters, QnsResult};
+use super::{boundary, counters::QnsCounters, max_frame_len_or_default, QnsResult};
 use crate::{
     counters::{FilterCounters, QnsCounterId},
-    decoder::{DecodeError, Decoded, FrameDecoder, DEFAULT_MAX_FRAME_LEN},
+    decoder::{DecodeError, Decoded, FrameDecoder},
 };
 
 /// A streaming decoder for the redirector wire format (opaque).
@@ -82,11 +82,7 @@ impl QnsDecoder {
 /// The caller owns the result and frees it with [`qns_decoder_free`].
 #[no_mangle]
 pub extern "C" fn qns_decoder_new(vnet_hdr: bool, max_frame_len: u32) -> *mut QnsDecoder {
-    let max = if max_frame_len == 0 {
-        DEFAULT_MAX_FRAME_LEN
-    } else {
-        max_frame_len
-    };
+    let max = max_frame_len_or_default(max_frame_len);
     boundary(std::ptr::null_mut(), || {
         Box::into_raw(Box::new(QnsDecoder {
             busy: Cell::new(false),

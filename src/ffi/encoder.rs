@@ -1,9 +1,8 @@
 //! C ABI of [`FrameEncoder`]: the outdev send path.
 
-use super::{boundary, counters::QnsCounters, QnsResult};
+use super::{boundary, counters::QnsCounters, max_frame_len_or_default, QnsResult};
 use crate::{
     counters::QnsCounterId,
-    decoder::DEFAULT_MAX_FRAME_LEN,
     encoder::{EncodeError, EncodedFrame, FrameEncoder},
 };
 
@@ -56,11 +55,7 @@ impl QnsFrame {
 /// `NET_BUFSIZE` (69632). The caller frees it with [`qns_encoder_free`].
 #[no_mangle]
 pub extern "C" fn qns_encoder_new(vnet_hdr: bool, max_frame_len: u32) -> *mut QnsEncoder {
-    let max = if max_frame_len == 0 {
-        DEFAULT_MAX_FRAME_LEN
-    } else {
-        max_frame_len
-    };
+    let max = max_frame_len_or_default(max_frame_len);
     boundary(std::ptr::null_mut(), || {
         Box::into_raw(Box::new(QnsEncoder(FrameEncoder::new(vnet_hdr, max))))
     })

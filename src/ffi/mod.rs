@@ -96,6 +96,16 @@ pub extern "C" fn qns_result_message(result: u32) -> *const c_char {
         .as_ptr()
 }
 
+/// The maximum frame length a `_new` call asked for; 0 means QEMU's
+/// `NET_BUFSIZE`.
+fn max_frame_len_or_default(max_frame_len: u32) -> u32 {
+    if max_frame_len == 0 {
+        crate::decoder::DEFAULT_MAX_FRAME_LEN
+    } else {
+        max_frame_len
+    }
+}
+
 /// Run `body`, turning a panic into `on_panic`: a panic must never unwind
 /// into C, and returning an error keeps the VM running.
 fn boundary<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
