@@ -3,7 +3,7 @@
 #
 #   1. Rust: cargo fmt --check, clippy (warnings are errors), cargo test
 #      (unit tests, header drift, bindgen layout check)
-#   2. the C ABI from a C program under valgrind
+#   2. the C ABI from a C program under valgrind; miri on the FFI tests
 #   3. QEMU's checkpatch.pl on every glue patch
 #   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests
 #   5. the patched QEMU (default devices): QEMU's own filter qtests
@@ -39,6 +39,14 @@ rust_checks() {
         cargo test
 }
 
+miri() {
+    # Miri checks the tests that go through the unsafe FFI layer for
+    # undefined behaviour (needs the nightly toolchain's miri component).
+    rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^miri' ||
+        rustup component add --toolchain nightly miri rust-src
+    cargo +nightly miri test --lib ffi
+}
+
 checkpatch() {
     local tree
     tree=$(readlink -f build/qemu)/..
@@ -62,6 +70,7 @@ qemu_qtests() {
 
 step "rust: fmt, clippy, cargo test" rust_checks
 step "C ABI under valgrind" scripts/test-c-abi.sh
+step "miri on the FFI tests" miri
 step "build patched QEMU (minimal)" scripts/build-qemu.sh
 step "checkpatch on qemu-glue/" checkpatch
 step "end-to-end (patched QEMU, QMP/HMP)" e2e

@@ -267,3 +267,51 @@ pub unsafe extern "C" fn qns_string_free(s: *mut c_char) {
         drop(unsafe { CString::from_raw(s) });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+
+    use super::*;
+    use crate::ffi::counters::{qns_counters_count_packet, qns_counters_free, qns_counters_new};
+
+    #[test]
+    // One block walks the whole C-side sequence, as a C caller would.
+    #[allow(clippy::multiple_unsafe_ops_per_block)]
+    fn list_round_trip_through_the_c_abi() {
+        // SAFETY: every pointer below comes from this library's
+        // constructors, is live where it is used, and freed exactly once.
+        unsafe {
+            let counters = qns_counters_new(c"filter-redirector".as_ptr());
+            assert_eq!(qns_counters_count_packet(counters, 0, 60), QnsResult::Ok);
+            let builder = qns_stats_builder_new(std::ptr::null());
+            let add = qns_stats_builder_add(
+                builder,
+                c"r0".as_ptr(),
+                c"n0".as_ptr(),
+                c"filter-redirector".as_ptr(),
+                counters,
+            );
+            assert_eq!(add, QnsResult::Ok);
+            let mut list = std::ptr::null_mut();
+            let finish = qns_stats_builder_finish(builder, &mut list, std::ptr::null_mut());
+            assert_eq!(finish, QnsResult::Ok);
+            let view = &*list;
+            assert_eq!(view.len, 1);
+            let f = &*view.filters;
+            assert_eq!(CStr::from_ptr(f.name), c"r0");
+            assert_eq!((f.packets_tx, f.bytes_tx), (1, 60));
+            assert_eq!(f.n_counters, 4);
+            assert_eq!(CStr::from_ptr((*f.counters.add(3)).name), c"outdev-errors");
+            qns_stats_list_free(list);
+
+            let builder = qns_stats_builder_new(c"nope".as_ptr());
+            let mut error = std::ptr::null_mut();
+            let finish = qns_stats_builder_finish(builder, &mut list, &mut error);
+            assert_eq!(finish, QnsResult::NotFound);
+            assert_eq!(CStr::from_ptr(error), c"netfilter 'nope' not found");
+            qns_string_free(error);
+            qns_counters_free(counters);
+        }
+    }
+}
