@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
 from qemu import Qemu, frame, read_frame  # noqa: E402
@@ -35,8 +34,7 @@ def main():
         print(f"QEMU: {q.binary}")
         out = q.connect_chardev("out0")
         inp = q.connect_chardev("in1")
-        while any(c["filename"].startswith("disconnected:") for c in q.command("query-chardev")):
-            time.sleep(0.02)
+        q.wait_connected()
 
         for n in TX:
             q.netdev_peer.sendall(frame(bytes(n)))

@@ -31,6 +31,7 @@ sys.exit(0 if v >= (1, 5) else 1)' 2>/dev/null || pip_missing+=("meson>=1.5,<2")
 python3 -c 'import pycotap' 2>/dev/null || pip_missing+=("pycotap==1.3.1")
 # the end-to-end tests
 python3 -c 'import pytest' 2>/dev/null || pip_missing+=("pytest>=7")
+python3 -c 'import pytest_timeout' 2>/dev/null || pip_missing+=("pytest-timeout>=2")
 
 if [ ${#missing[@]} -eq 0 ] && [ ${#pip_missing[@]} -eq 0 ]; then
     exit 0

@@ -54,7 +54,8 @@ checkpatch() {
 }
 
 e2e() {
-    (cd tests/e2e && python3 -m pytest -v -p no:cacheprovider)
+    # Every test is bounded: one that hangs fails after 180 s.
+    (cd tests/e2e && python3 -m pytest -v -p no:cacheprovider --timeout=180)
 }
 
 qemu_qtests() {

@@ -72,6 +72,8 @@ class Qemu:
             args += ["-L", d]
         args += [
             "-M", "microvm", "-accel", "qtest", "-nodefaults", "-display", "none",
+            # A test that dies must not leave QEMU behind.
+            "-run-with", "exit-with-parent=on",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-netdev", f"socket,id=n0,fd={theirs.fileno()}",
             "-device", "virtio-net-device,netdev=n0",
@@ -86,11 +88,16 @@ class Qemu:
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
         theirs.close()
-        self.qmp = self._connect_qmp()
-        self._qmp_file = self.qmp.makefile("rb")
-        greeting = self._read_message()
-        assert "QMP" in greeting, greeting
-        self.command("qmp_capabilities")
+        try:
+            self.qmp = self._connect_qmp()
+            self._qmp_file = self.qmp.makefile("rb")
+            greeting = self._read_message()
+            assert "QMP" in greeting, greeting
+            self.command("qmp_capabilities")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def chardev_path(self, name):
         return os.path.join(self.dir, f"{name}.sock")
@@ -148,6 +155,15 @@ class Qemu:
         s.settimeout(timeout)
         s.connect(self.chardev_path(name))
         return s
+
+    def wait_connected(self, timeout=10.0):
+        """Wait until QEMU has accepted every connection to its socket
+        chardevs (it accepts in its main loop)."""
+        deadline = time.monotonic() + timeout
+        while any(c["filename"].startswith("disconnected:") for c in self.command("query-chardev")):
+            if time.monotonic() > deadline:
+                raise AssertionError("chardevs did not connect")
+            time.sleep(0.02)
 
     def wait_for(self, predicate, timeout=10.0, what="condition"):
         """Poll QMP until predicate(stats_by_name) holds; return the stats."""

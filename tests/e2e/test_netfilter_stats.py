@@ -41,14 +41,14 @@ def start_chain(tmp_path, vnet):
             "-object", f"filter-redirector,id=r1,netdev=n0,queue=rx,indev=in1,vnet_hdr_support={v}",
         ],
     )
-    q.mir = q.connect_chardev("mir0")
-    q.out = q.connect_chardev("out0")
-    q.inp = q.connect_chardev("in1")
-    # The chardevs accept in the main loop: wait until they are connected.
-    deadline = time.monotonic() + 10
-    while any(c["filename"].startswith("disconnected:") for c in q.command("query-chardev")):
-        assert time.monotonic() < deadline, "chardevs did not connect"
-        time.sleep(0.02)
+    try:
+        q.mir = q.connect_chardev("mir0")
+        q.out = q.connect_chardev("out0")
+        q.inp = q.connect_chardev("in1")
+        q.wait_connected()
+    except BaseException:
+        q.close()
+        raise
     return q
 
 
@@ -218,8 +218,12 @@ def test_object_add_and_del_while_traffic_flows(tmp_path):
     with start_chain(tmp_path, False) as q:
         stop = threading.Event()
         sent = []
+        received = {"out0": [], "mir0": []}
 
         def sender():
+            # A timeout, so that a QEMU that stops reading fails the test
+            # instead of hanging it.
+            q.netdev_peer.settimeout(30)
             i = 0
             while not stop.is_set() and i < 20000:
                 n = 60 + i % 1000
@@ -227,43 +231,44 @@ def test_object_add_and_del_while_traffic_flows(tmp_path):
                 sent.append(n)
                 i += 1
 
-        def drain(sock, total):
-            got = 0
-            while got < total:
-                p, _ = read_frame(sock)
-                got += 1
-            return got
+        def reader(sock, name):
+            # Drain the outdevs all along: QEMU's chardev writes block when
+            # the peer stops reading.
+            try:
+                while True:
+                    p, _ = read_frame(sock, timeout=30)
+                    received[name].append(len(p))
+            except (EOFError, OSError):
+                pass
 
-        t = threading.Thread(target=sender)
-        t.start()
+        threads = [threading.Thread(target=sender),
+                   threading.Thread(target=reader, args=(q.out, "out0"), daemon=True),
+                   threading.Thread(target=reader, args=(q.mir, "mir0"), daemon=True)]
+        for t in threads:
+            t.start()
         try:
             for i in range(30):
                 q.command("object-add", **{"qom-type": "filter-dump", "id": f"x{i}",
                                            "netdev": "n0", "queue": "all",
                                            "file": f"{tmp_path}/x.pcap"})
-                names = [s["name"] for s in q.stats()]
-                assert names == ["m0", "d0", "r0", "r1", f"x{i}"]
+                assert [s["name"] for s in q.stats()] == ["m0", "d0", "r0", "r1", f"x{i}"]
                 q.command("object-del", id=f"x{i}")
                 assert [s["name"] for s in q.stats()] == ["m0", "d0", "r0", "r1"]
-                # Keep the outdev sockets drained so QEMU never blocks on them.
-                q.out.setblocking(False)
-                q.mir.setblocking(False)
-                for sock in (q.out, q.mir):
-                    try:
-                        while sock.recv(1 << 20):
-                            pass
-                    except BlockingIOError:
-                        pass
-                q.out.setblocking(True)
-                q.mir.setblocking(True)
         finally:
             stop.set()
-            t.join()
+            threads[0].join()
         total = len(sent)
         expected = (total, sum(sent))
-        # Everything sent is counted by the filters that stayed.
+        # Everything sent is counted by the filters that stayed, and came out
+        # of both outdevs, in order.
         s = q.wait_for(lambda s: s["r0"]["packets-tx"] == total, what="all frames")
-        # Drain the rest of the outdev streams so no write is left pending.
         assert (s["r0"]["packets-tx"], s["r0"]["bytes-tx"]) == expected
         assert (s["d0"]["packets-tx"], s["d0"]["bytes-tx"]) == expected
+        assert (s["m0"]["packets-tx"], s["m0"]["bytes-tx"]) == expected
         assert s["r0"]["counters"][1] == {"name": "outdev", "packets": total, "bytes": sum(sent)}
+        deadline = time.monotonic() + 30
+        while len(received["out0"]) < total or len(received["mir0"]) < total:
+            assert time.monotonic() < deadline, "outdev frames missing"
+            time.sleep(0.05)
+        assert received["out0"] == sent
+        assert received["mir0"] == sent
