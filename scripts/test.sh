@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test: the README's test command, and what .ci/run calls.
 #
-#   1. Rust: cargo fmt --check, clippy (warnings are errors), cargo test
+#   1. Rust: cargo fmt --check, clippy and rustdoc (warnings are errors),
+#      cargo test
 #      (unit tests, header drift, bindgen layout check)
 #   2. the C ABI from a C program under valgrind; miri on the FFI tests
 #   3. QEMU's checkpatch.pl on every glue patch
@@ -36,6 +37,7 @@ step() {
 rust_checks() {
     cargo fmt --check &&
         cargo clippy --quiet --all-targets -- -D warnings &&
+        RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps &&
         cargo test
 }
 
