@@ -6,7 +6,8 @@
 #      (unit tests, header drift, bindgen layout check)
 #   2. the C ABI from a C program under valgrind; miri on the FFI tests
 #   3. QEMU's checkpatch.pl on every glue patch
-#   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests
+#   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests, then the
+#      same tests with QEMU under valgrind
 #   5. the patched QEMU (default devices): QEMU's own filter qtests
 #
 # Installs what is missing (as root) or says what to install.
@@ -60,6 +61,19 @@ e2e() {
     (cd tests/e2e && python3 -m pytest -v -p no:cacheprovider --timeout=180)
 }
 
+e2e_valgrind() {
+    # The same suite with every QEMU under valgrind: no invalid access
+    # anywhere, no leak from the library or the glue.
+    local logs
+    logs=$(mktemp -d)
+    (cd tests/e2e && QNS_QEMU_WRAPPER="valgrind --leak-check=full --show-leak-kinds=definite,indirect,possible --log-file=$logs/qemu-%p.log" \
+        python3 -m pytest -q -p no:cacheprovider --timeout=600) &&
+        scripts/check-valgrind-logs.py "$logs"
+    local rc=$?
+    rm -rf "$logs"
+    return $rc
+}
+
 qemu_qtests() {
     local build wrapper rc=0 t
     build=$(readlink -f build/qemu-full)
@@ -84,6 +98,7 @@ step "miri on the FFI tests" miri
 step "build patched QEMU (minimal)" scripts/build-qemu.sh
 step "checkpatch on qemu-glue/" checkpatch
 step "end-to-end (patched QEMU, QMP/HMP)" e2e
+step "end-to-end with QEMU under valgrind" e2e_valgrind
 step "build patched QEMU (default devices, qtests)" scripts/build-qemu.sh --full
 step "QEMU's own filter qtests on the patched tree" qemu_qtests
 

@@ -67,7 +67,9 @@ class Qemu:
         self.dir = tempfile.mkdtemp(prefix="qns-e2e-")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
         self.netdev_peer, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        args = list(wrapper) + [self.binary]
+        # QNS_QEMU_WRAPPER runs every QEMU under a tool, e.g. valgrind.
+        wrapper = list(wrapper) or os.environ.get("QNS_QEMU_WRAPPER", "").split()
+        args = wrapper + [self.binary]
         for d in FIRMWARE_DIRS:
             args += ["-L", d]
         args += [

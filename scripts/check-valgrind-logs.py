@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Read the valgrind logs of QEMU runs (one file per process) and fail when
+valgrind saw an invalid access or use of uninitialised memory anywhere, or a
+leak whose allocation stack passes through this project's code (the Rust
+library or the glue). QEMU's own leaks at exit are listed, not failed.
+
+    check-valgrind-logs.py LOG_DIR
+"""
+
+import os
+import re
+import sys
+
+# Frames that belong to this project: the library's exports and internals,
+# and the functions the glue patches add or change.
+OURS = re.compile(
+    r"qns_|qemu_netfilter_stats|filter-mirror\.c|net/filter\.c|filter_send|"
+    r"redirector_|qmp_query_netfilter_stats|netfilter_stats_from_qns|hmp_info_netfilter_stats"
+)
+LEAK = re.compile(r"are (definitely|indirectly|possibly) lost in loss record")
+
+
+def records(text):
+    """Split a valgrind log into its error/leak records (blank-line separated)."""
+    block = []
+    for line in text.splitlines():
+        body = re.sub(r"^==\d+== ?", "", line)
+        if body.strip():
+            block.append(body)
+        elif block:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def main(log_dir):
+    logs = sorted(os.path.join(log_dir, f) for f in os.listdir(log_dir))
+    if not logs:
+        print(f"no valgrind logs in {log_dir}: QEMU did not run under valgrind")
+        return 1
+    bad = 0
+    foreign_leaks = 0
+    for path in logs:
+        with open(path, errors="replace") as f:
+            text = f.read()
+        if "HEAP SUMMARY" not in text:
+            print(f"{path}: QEMU did not exit normally (no heap summary)")
+            bad += 1
+        for rec in records(text):
+            head = rec[0]
+            stack = "\n".join(rec)
+            if head.startswith(("Invalid ", "Conditional jump", "Use of uninitialised",
+                                "Syscall param", "Mismatched free", "Source and destination overlap")):
+                print(f"{path}: memory error:\n  " + "\n  ".join(rec))
+                bad += 1
+            elif LEAK.search(head):
+                if OURS.search(stack):
+                    print(f"{path}: leak from this project's code:\n  " + "\n  ".join(rec))
+                    bad += 1
+                elif "definitely" in head or "indirectly" in head:
+                    foreign_leaks += 1
+    print(f"valgrind: {len(logs)} QEMU runs, {bad} problems in this project's code, "
+          f"{foreign_leaks} leak records elsewhere in QEMU (not failed)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
