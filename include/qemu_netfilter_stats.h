@@ -27,6 +27,11 @@
 #define QNS_DEFAULT_MAX_FRAME_LEN (4096 + 65536)
 
 /**
+ * Default bound on queued bytes (headers included) per outdev.
+ */
+#define DEFAULT_BACKLOG_LIMIT (4 << 20)
+
+/**
  * The result of every fallible call. The values are fixed: they are part of
  * the ABI.
  */
@@ -77,6 +82,10 @@ typedef enum QnsResult {
    * The library hit an internal error (a Rust panic was caught).
    */
   QNS_RESULT_PANIC = 10,
+  /**
+   * An outdev's backlog is full: the frame was refused (and counted).
+   */
+  QNS_RESULT_BACKLOG_FULL = 11,
 } QnsResult;
 
 /**
@@ -142,6 +151,20 @@ typedef struct QnsDecoder QnsDecoder;
  * [`qns_encoder_free`]. Thread safety: none; one thread at a time.
  */
 typedef struct QnsEncoder QnsEncoder;
+
+/**
+ * The frames waiting to be written to one outdev chardev (opaque).
+ *
+ * Use: push each frame with [`qns_outdev_push`]; then, as long as
+ * [`qns_outdev_pending`] has bytes, write as many as the chardev takes
+ * without blocking and report them with [`qns_outdev_advance`]; when the
+ * chardev takes nothing more, wait until it is writable and go on. If the
+ * peer is gone, [`qns_outdev_discard`] drops the backlog.
+ *
+ * Owner: whoever called [`qns_outdev_new`]; released with
+ * [`qns_outdev_free`]. Thread safety: none; one thread at a time.
+ */
+typedef struct QnsOutdev QnsOutdev;
 
 /**
  * Collects the filters of one query (opaque).
@@ -487,6 +510,80 @@ enum QnsResult qns_encoder_complete(struct QnsEncoder *encoder,
                                     const struct QnsCounters *counters,
                                     struct QnsFrame *frame,
                                     bool sent);
+
+/**
+ * A new, empty queue. `vnet_hdr`: frames carry the vnet header length field.
+ * `max_frame_len`: the largest payload, 0 for QEMU's `NET_BUFSIZE`.
+ * `backlog_limit`: the most bytes kept unsent (a frame that does not fit is
+ * refused), 0 for the default of 4 MiB. Free it with [`qns_outdev_free`].
+ */
+struct QnsOutdev *qns_outdev_new(bool vnet_hdr, uint32_t max_frame_len, size_t backlog_limit);
+
+/**
+ * Free a queue (frames still in it are dropped uncounted: call
+ * [`qns_outdev_discard`] first to count them). NULL is ignored.
+ *
+ * # Safety
+ * `outdev` must be NULL or from [`qns_outdev_new`] and not freed before.
+ */
+void qns_outdev_free(struct QnsOutdev *outdev);
+
+/**
+ * Queue the frame whose payload is `iov[0..iovcnt]`, announcing a vnet
+ * header of `vnet_hdr_len` bytes when `vnet_hdr` is on.
+ *
+ * Returns `QNS_RESULT_OK`; `QNS_RESULT_EMPTY_FRAME` for an empty payload
+ * (nothing queued, nothing counted); `QNS_RESULT_FRAME_TOO_LARGE` or
+ * `QNS_RESULT_BACKLOG_FULL` when the frame is refused, which also counts it
+ * in `counters`' `outdev-errors`.
+ *
+ * # Safety
+ * `outdev` NULL or live; `counters` NULL or live counters; `iov` must point
+ * to `iovcnt` `struct iovec`s (NULL allowed when `iovcnt` is 0), each
+ * describing readable memory.
+ */
+enum QnsResult qns_outdev_push(struct QnsOutdev *outdev,
+                               const struct QnsCounters *counters,
+                               const struct iovec *iov,
+                               size_t iovcnt,
+                               uint32_t vnet_hdr_len);
+
+/**
+ * Point `*data` and `*len` at the bytes to write next (`*len` is 0 when
+ * nothing is queued). They stay valid until the next call on `outdev`.
+ *
+ * # Safety
+ * `outdev` NULL or live; `data` and `len` NULL or writable.
+ */
+enum QnsResult qns_outdev_pending(const struct QnsOutdev *outdev,
+                                  const uint8_t **data,
+                                  size_t *len);
+
+/**
+ * Report that `written` bytes from the start of [`qns_outdev_pending`] were
+ * written. Each frame now written whole counts in `counters`' `outdev`
+ * (payload bytes). A `written` larger than what is pending is
+ * `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
+ *
+ * # Safety
+ * `outdev` NULL or live; `counters` NULL or live counters.
+ */
+enum QnsResult qns_outdev_advance(struct QnsOutdev *outdev,
+                                  const struct QnsCounters *counters,
+                                  size_t written);
+
+/**
+ * Drop every queued frame (the peer is gone), counting each, even one
+ * partly written, in `counters`' `outdev-errors`. If `dropped` is not NULL,
+ * `*dropped` is how many frames were dropped.
+ *
+ * # Safety
+ * `outdev` NULL or live; `counters` NULL or live counters; `dropped` NULL or
+ * writable.
+ */
+enum QnsResult qns_outdev_discard(struct QnsOutdev *outdev,
+                                  const struct QnsCounters *counters,
+                                  size_t *dropped);
 
 /**
  * A new builder: for every filter when `name` is NULL, or for the one filter

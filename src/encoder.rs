@@ -102,6 +102,37 @@ impl FrameEncoder {
         parts: &[&[u8]],
         vnet_hdr_len: u32,
     ) -> Result<EncodedFrame, EncodeError> {
+        let mut bytes = std::mem::take(&mut self.spare);
+        bytes.clear();
+        match self.encode_into(parts, vnet_hdr_len, &mut bytes) {
+            Ok(_) => Ok(EncodedFrame {
+                bytes,
+                header_len: self.header_len(),
+            }),
+            Err(e) => {
+                self.spare = bytes;
+                Err(e)
+            }
+        }
+    }
+
+    /// The length fields' size on the wire.
+    pub fn header_len(&self) -> usize {
+        if self.vnet_hdr {
+            8
+        } else {
+            4
+        }
+    }
+
+    /// Append the encoded frame to `out`; returns the payload length. `out`
+    /// is left unchanged on error.
+    pub fn encode_into(
+        &self,
+        parts: &[&[u8]],
+        vnet_hdr_len: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, EncodeError> {
         let len = parts.iter().map(|p| p.len()).sum::<usize>();
         if len == 0 {
             return Err(EncodeError::EmptyFrame);
@@ -115,18 +146,15 @@ impl FrameEncoder {
                 })
             }
         };
-        let header_len = if self.vnet_hdr { 8 } else { 4 };
-        let mut bytes = std::mem::take(&mut self.spare);
-        bytes.clear();
-        bytes.reserve(header_len + len);
-        bytes.extend_from_slice(&wire_len.to_be_bytes());
+        out.reserve(self.header_len() + len);
+        out.extend_from_slice(&wire_len.to_be_bytes());
         if self.vnet_hdr {
-            bytes.extend_from_slice(&vnet_hdr_len.to_be_bytes());
+            out.extend_from_slice(&vnet_hdr_len.to_be_bytes());
         }
         for part in parts {
-            bytes.extend_from_slice(part);
+            out.extend_from_slice(part);
         }
-        Ok(EncodedFrame { bytes, header_len })
+        Ok(len)
     }
 
     /// Give a frame's buffer back once it has been written, for reuse.

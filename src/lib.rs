@@ -4,6 +4,7 @@
 //! The safe Rust parts, one idea per module:
 //! - [`decoder`]: the indev receive path, a streaming frame decoder;
 //! - [`encoder`]: the outdev send path, one buffer per frame;
+//! - [`outdev`]: the outdev send queue: non-blocking, batched, bounded;
 //! - [`counters`]: per-filter packet and byte counters (atomics);
 //! - [`stats`]: the list behind `query-netfilter-stats`.
 //!
@@ -17,4 +18,5 @@ pub mod decoder;
 pub mod encoder;
 #[allow(unsafe_code)]
 pub mod ffi;
+pub mod outdev;
 pub mod stats;

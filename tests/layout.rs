@@ -24,7 +24,9 @@ use std::{
 
 use qemu_netfilter_stats::{
     counters::{QnsCounterId, QnsDirection},
-    ffi::{counters::*, decoder::*, encoder::*, qns_result_message, stats::*, QnsResult},
+    ffi::{
+        counters::*, decoder::*, encoder::*, outdev::*, qns_result_message, stats::*, QnsResult,
+    },
 };
 
 const HEADER: &str = concat!(
@@ -152,6 +154,7 @@ fn rust_enums() -> BTreeMap<&'static str, EnumValues> {
                 QNS_RESULT_NOT_FOUND = NotFound,
                 QNS_RESULT_BUSY = Busy,
                 QNS_RESULT_PANIC = Panic,
+                QNS_RESULT_BACKLOG_FULL = BacklogFull,
             }),
         ),
         (
@@ -203,6 +206,12 @@ fn rust_functions() -> BTreeSet<&'static str> {
         qns_encoder_free,
         qns_encoder_encode,
         qns_encoder_complete,
+        qns_outdev_new,
+        qns_outdev_free,
+        qns_outdev_push,
+        qns_outdev_pending,
+        qns_outdev_advance,
+        qns_outdev_discard,
         qns_stats_builder_new,
         qns_stats_builder_add,
         qns_stats_builder_finish,
@@ -502,7 +511,13 @@ fn every_struct_in_the_header_is_checked() {
     let opaque: Vec<&str> = c_header().opaque.iter().map(String::as_str).collect();
     assert_eq!(
         opaque,
-        ["QnsCounters", "QnsDecoder", "QnsEncoder", "QnsStatsBuilder"]
+        [
+            "QnsCounters",
+            "QnsDecoder",
+            "QnsEncoder",
+            "QnsOutdev",
+            "QnsStatsBuilder"
+        ]
     );
 }
 

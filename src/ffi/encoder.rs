@@ -1,6 +1,6 @@
 //! C ABI of [`FrameEncoder`]: the outdev send path.
 
-use super::{boundary, counters::QnsCounters, max_frame_len_or_default, QnsResult};
+use super::{boundary, counters::QnsCounters, iovec_slices, max_frame_len_or_default, QnsResult};
 use crate::{
     counters::QnsCounterId,
     encoder::{EncodeError, EncodedFrame, FrameEncoder},
@@ -106,27 +106,14 @@ pub unsafe extern "C" fn qns_encoder_encode(
     };
     // SAFETY: the caller guarantees counters is NULL or live.
     let counters = unsafe { QnsCounters::from_ptr(counters) };
-    if out.is_null() || (iov.is_null() && iovcnt > 0) {
+    if out.is_null() {
         return QnsResult::NullPointer;
     }
-    let iovs: &[libc::iovec] = if iovcnt == 0 {
-        &[]
-    } else {
-        // SAFETY: iov is not NULL and the caller guarantees iovcnt entries.
-        unsafe { std::slice::from_raw_parts(iov, iovcnt) }
+    // SAFETY: the caller guarantees iov describes iovcnt readable buffers.
+    let parts = match unsafe { iovec_slices(iov, iovcnt) } {
+        Ok(parts) => parts,
+        Err(e) => return e,
     };
-    let mut parts = Vec::with_capacity(iovs.len());
-    for v in iovs {
-        if v.iov_len == 0 {
-            continue;
-        }
-        if v.iov_base.is_null() {
-            return QnsResult::NullPointer;
-        }
-        // SAFETY: not NULL, and the caller guarantees each iovec describes
-        // iov_len readable bytes, unchanged for the call.
-        parts.push(unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) });
-    }
     boundary(QnsResult::Panic, || {
         match encoder.0.encode(&parts, vnet_hdr_len) {
             Ok(frame) => {

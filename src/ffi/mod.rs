@@ -19,6 +19,7 @@ use std::{
 pub mod counters;
 pub mod decoder;
 pub mod encoder;
+pub mod outdev;
 pub mod stats;
 
 /// The result of every fallible call. The values are fixed: they are part of
@@ -50,6 +51,8 @@ pub enum QnsResult {
     Busy = 9,
     /// The library hit an internal error (a Rust panic was caught).
     Panic = 10,
+    /// An outdev's backlog is full: the frame was refused (and counted).
+    BacklogFull = 11,
 }
 
 impl QnsResult {
@@ -68,6 +71,7 @@ impl QnsResult {
             QnsResult::NotFound => c"no such filter",
             QnsResult::Busy => c"handle is busy (re-entered from its own callback)",
             QnsResult::Panic => c"internal error in the netfilter stats library",
+            QnsResult::BacklogFull => c"outdev backlog full: the peer is not reading",
         }
     }
 }
@@ -76,7 +80,7 @@ impl QnsResult {
 /// An unknown value gets a generic text.
 #[no_mangle]
 pub extern "C" fn qns_result_message(result: u32) -> *const c_char {
-    const RESULTS: [QnsResult; 11] = [
+    const RESULTS: [QnsResult; 12] = [
         QnsResult::Ok,
         QnsResult::NullPointer,
         QnsResult::InvalidArgument,
@@ -88,6 +92,7 @@ pub extern "C" fn qns_result_message(result: u32) -> *const c_char {
         QnsResult::NotFound,
         QnsResult::Busy,
         QnsResult::Panic,
+        QnsResult::BacklogFull,
     ];
     RESULTS
         .into_iter()
@@ -110,6 +115,36 @@ fn max_frame_len_or_default(max_frame_len: u32) -> u32 {
 /// into C, and returning an error keeps the VM running.
 fn boundary<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(on_panic)
+}
+
+/// The buffers of a C `iovec` array, skipping empty entries; an entry with
+/// a NULL base and a non-zero length is [`QnsResult::NullPointer`].
+///
+/// # Safety
+/// `iov` must be NULL or point to `iovcnt` `struct iovec`s, each describing
+/// `iov_len` readable bytes that stay unchanged for `'a`.
+unsafe fn iovec_slices<'a>(
+    iov: *const libc::iovec,
+    iovcnt: usize,
+) -> Result<Vec<&'a [u8]>, QnsResult> {
+    if iovcnt == 0 {
+        return Ok(Vec::new());
+    }
+    if iov.is_null() {
+        return Err(QnsResult::NullPointer);
+    }
+    // SAFETY: iov is not NULL and the caller guarantees iovcnt entries.
+    let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt) };
+    let mut parts = Vec::with_capacity(iovs.len());
+    for v in iovs.iter().filter(|v| v.iov_len > 0) {
+        if v.iov_base.is_null() {
+            return Err(QnsResult::NullPointer);
+        }
+        // SAFETY: not NULL, and the caller guarantees each iovec describes
+        // iov_len readable bytes, unchanged for 'a.
+        parts.push(unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) });
+    }
+    Ok(parts)
 }
 
 /// Evaluate to the `&CStr` behind `ptr`, or return
@@ -137,7 +172,7 @@ mod tests {
     #[test]
     fn every_result_has_its_own_message() {
         let mut seen = std::collections::HashSet::new();
-        for code in 0..=10 {
+        for code in 0..=11 {
             // SAFETY: qns_result_message returns a static NUL-terminated string.
             let msg = unsafe { CStr::from_ptr(qns_result_message(code)) };
             assert!(seen.insert(msg.to_owned()), "code {code}");

@@ -240,10 +240,10 @@ static QnsResult feed_copy(QnsDecoder *d, QnsCounters *c, const uint8_t *p,
 
 static void test_result_messages(void)
 {
-    const char *msgs[QNS_RESULT_PANIC + 1];
-    const char *unknown = qns_result_message(QNS_RESULT_PANIC + 1);
+    const char *msgs[QNS_RESULT_BACKLOG_FULL + 1];
+    const char *unknown = qns_result_message(QNS_RESULT_BACKLOG_FULL + 1);
 
-    for (uint32_t code = QNS_RESULT_OK; code <= QNS_RESULT_PANIC; code++) {
+    for (uint32_t code = QNS_RESULT_OK; code <= QNS_RESULT_BACKLOG_FULL; code++) {
         msgs[code] = qns_result_message(code);
         CHECK(msgs[code] != NULL);
         CHECK(msgs[code][0] != '\0');
@@ -253,7 +253,7 @@ static void test_result_messages(void)
     }
     CHECK(unknown != NULL);
     CHECK(unknown[0] != '\0');
-    for (uint32_t code = QNS_RESULT_OK; code <= QNS_RESULT_PANIC; code++) {
+    for (uint32_t code = QNS_RESULT_OK; code <= QNS_RESULT_BACKLOG_FULL; code++) {
         CHECK(strcmp(unknown, msgs[code]) != 0);
     }
     CHECK_STR(qns_result_message(99), unknown);
@@ -1390,6 +1390,78 @@ static void test_stats(void)
 
 /* ------------------------------------------------------------------------ */
 
+/*
+ * The outdev queue: frames pushed, written in uneven pieces as a chardev
+ * that takes only some bytes at a time would, counted once whole; the
+ * backlog bound; discard; NULL arguments.
+ */
+static void test_outdev(void)
+{
+    QnsCounters *c = qns_counters_new("filter-redirector");
+    QnsOutdev *q = qns_outdev_new(true, 0, 64);
+    uint8_t written[256];
+    size_t n_written = 0, len, dropped = 99;
+    const uint8_t *data;
+    struct iovec v[2];
+
+    CHECK(c != NULL && q != NULL);
+    v[0] = iov("hello", 5);
+    v[1] = iov(" world", 6);
+    CHECK_RESULT(qns_outdev_push(q, c, v, 2, 12), QNS_RESULT_OK);
+    CHECK_RESULT(qns_outdev_push(q, c, v, 1, 12), QNS_RESULT_OK);
+    CHECK_RESULT(qns_outdev_push(q, c, v, 0, 12), QNS_RESULT_EMPTY_FRAME);
+    /* 8 + 11 + 8 + 5 = 32 queued; another 8 + 11 + 32 > 64 is refused. */
+    CHECK_RESULT(qns_outdev_push(q, c, v, 2, 12), QNS_RESULT_OK);
+    CHECK_RESULT(qns_outdev_push(q, c, v, 2, 12), QNS_RESULT_BACKLOG_FULL);
+    CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV_ERRORS, 1, 11);
+    CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV, 0, 0);
+
+    /* Write the first two frames 7 bytes at a time. */
+    while (n_written < 8 + 11 + 8 + 5) {
+        size_t take;
+
+        CHECK_RESULT(qns_outdev_pending(q, &data, &len), QNS_RESULT_OK);
+        take = len < 7 ? len : 7;
+        if (n_written + take > 8 + 11 + 8 + 5) {
+            take = 8 + 11 + 8 + 5 - n_written;
+        }
+        memcpy(written + n_written, data, take);
+        n_written += take;
+        CHECK_RESULT(qns_outdev_advance(q, c, take), QNS_RESULT_OK);
+    }
+    {
+        static const uint8_t want[] = {
+            0, 0, 0, 11, 0, 0, 0, 12, 'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o',
+            'r', 'l', 'd', 0, 0, 0, 5, 0, 0, 0, 12, 'h', 'e', 'l', 'l', 'o',
+        };
+        CHECK_EQ(n_written, sizeof(want));
+        CHECK(memcmp(written, want, sizeof(want)) == 0);
+    }
+    CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV, 2, 16);
+    CHECK_RESULT(qns_outdev_pending(q, &data, &len), QNS_RESULT_OK);
+    CHECK_EQ(len, 19);
+    CHECK_RESULT(qns_outdev_advance(q, c, 20), QNS_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(qns_outdev_advance(q, c, 3), QNS_RESULT_OK);
+    /* The peer is gone: the partly written frame is dropped and counted. */
+    CHECK_RESULT(qns_outdev_discard(q, c, &dropped), QNS_RESULT_OK);
+    CHECK_EQ(dropped, 1);
+    CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV_ERRORS, 2, 22);
+    CHECK_RESULT(qns_outdev_pending(q, &data, &len), QNS_RESULT_OK);
+    CHECK_EQ(len, 0);
+
+    CHECK_RESULT(qns_outdev_push(NULL, c, v, 1, 0), QNS_RESULT_NULL_POINTER);
+    CHECK_RESULT(qns_outdev_push(q, c, NULL, 1, 0), QNS_RESULT_NULL_POINTER);
+    CHECK_RESULT(qns_outdev_pending(NULL, &data, &len), QNS_RESULT_NULL_POINTER);
+    CHECK_RESULT(qns_outdev_pending(q, NULL, &len), QNS_RESULT_NULL_POINTER);
+    CHECK_RESULT(qns_outdev_pending(q, &data, NULL), QNS_RESULT_NULL_POINTER);
+    CHECK_RESULT(qns_outdev_advance(NULL, c, 0), QNS_RESULT_NULL_POINTER);
+    CHECK_RESULT(qns_outdev_discard(NULL, c, NULL), QNS_RESULT_NULL_POINTER);
+    CHECK_RESULT(qns_outdev_discard(q, NULL, NULL), QNS_RESULT_OK);
+    qns_outdev_free(NULL);
+    qns_outdev_free(q);
+    qns_counters_free(c);
+}
+
 int main(void)
 {
     test_result_messages();
@@ -1408,6 +1480,7 @@ int main(void)
     test_encoder();
     test_encoder_max_frame_len();
     test_round_trip();
+    test_outdev();
     test_stats();
 
     printf("%lu passed, 0 failed\n", n_passed);

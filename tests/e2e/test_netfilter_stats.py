@@ -261,7 +261,10 @@ def test_object_add_and_del_while_traffic_flows(tmp_path):
         expected = (total, sum(sent))
         # Everything sent is counted by the filters that stayed, and came out
         # of both outdevs, in order.
-        s = q.wait_for(lambda s: s["r0"]["packets-tx"] == total, what="all frames")
+        # Frames count in "outdev" once written whole; the last ones may still
+        # wait in the outdev queue for a moment.
+        s = q.wait_for(lambda s: s["r0"]["packets-tx"] == total
+                       and s["r0"]["counters"][1]["packets"] == total, what="all frames")
         assert (s["r0"]["packets-tx"], s["r0"]["bytes-tx"]) == expected
         assert (s["d0"]["packets-tx"], s["d0"]["bytes-tx"]) == expected
         assert (s["m0"]["packets-tx"], s["m0"]["bytes-tx"]) == expected

@@ -1,0 +1,292 @@
+//! The outdev send queue: frames waiting to be written to a chardev that
+//! cannot take them yet, in one contiguous buffer.
+//!
+//! QEMU 10.2.2 writes each frame with a blocking `qemu_chr_fe_write_all()`,
+//! so a peer that stops reading stalls the whole main loop (QMP included).
+//! With this queue the C side writes without blocking: it pushes each frame,
+//! writes as much of [`OutdevQueue::pending`] as the chardev takes, reports
+//! it with [`OutdevQueue::advance`], and waits for the chardev to become
+//! writable for the rest. Frames are written in order, never reordered or
+//! split between writes of other frames, and the backlog is bounded: a frame
+//! that does not fit is refused (and counted as an outdev error). Several
+//! frames queued before a write go out together in that one write.
+
+use std::collections::VecDeque;
+
+use crate::{
+    counters::{FilterCounters, QnsCounterId},
+    encoder::{EncodeError, FrameEncoder},
+};
+
+/// Default bound on queued bytes (headers included) per outdev.
+pub const DEFAULT_BACKLOG_LIMIT: usize = 4 << 20;
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The frame itself is invalid (empty, or over the maximum length).
+    Encode(EncodeError),
+    /// The backlog is full: the peer is not reading fast enough.
+    BacklogFull {
+        /// Bytes already queued.
+        queued: usize,
+        /// The bound.
+        limit: usize,
+    },
+}
+
+/// Queued frames for one outdev.
+#[derive(Debug)]
+pub struct OutdevQueue {
+    encoder: FrameEncoder,
+    backlog_limit: usize,
+    /// Encoded frames; `bytes[sent..]` is not written yet.
+    bytes: Vec<u8>,
+    sent: usize,
+    /// For each queued frame, where it ends in `bytes` and its payload
+    /// length (for the counters).
+    frames: VecDeque<(usize, usize)>,
+}
+
+impl OutdevQueue {
+    /// A queue whose frames carry the vnet header length field when
+    /// `vnet_hdr` is set, hold payloads of at most `max_frame_len` bytes, and
+    /// never hold more than `backlog_limit` bytes unsent (a single frame is
+    /// always accepted into an empty queue).
+    pub fn new(vnet_hdr: bool, max_frame_len: u32, backlog_limit: usize) -> Self {
+        Self {
+            encoder: FrameEncoder::new(vnet_hdr, max_frame_len),
+            backlog_limit,
+            bytes: Vec::new(),
+            sent: 0,
+            frames: VecDeque::new(),
+        }
+    }
+
+    /// Bytes queued and not written yet.
+    pub fn queued(&self) -> usize {
+        self.bytes.len() - self.sent
+    }
+
+    /// Frames queued and not completely written yet.
+    pub fn queued_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Queue the frame whose payload is `parts`, in order.
+    pub fn push(&mut self, parts: &[&[u8]], vnet_hdr_len: u32) -> Result<(), PushError> {
+        let queued = self.queued();
+        let len = parts.iter().map(|p| p.len()).sum::<usize>();
+        if queued > 0 && queued + self.encoder.header_len() + len > self.backlog_limit {
+            return Err(PushError::BacklogFull {
+                queued,
+                limit: self.backlog_limit,
+            });
+        }
+        if queued == 0 {
+            // Everything was written: start the buffer over, keeping its
+            // allocation.
+            self.bytes.clear();
+            self.sent = 0;
+        }
+        let payload_len = self
+            .encoder
+            .encode_into(parts, vnet_hdr_len, &mut self.bytes)
+            .map_err(PushError::Encode)?;
+        self.frames.push_back((self.bytes.len(), payload_len));
+        Ok(())
+    }
+
+    /// The bytes to write next: the unsent rest of every queued frame.
+    pub fn pending(&self) -> &[u8] {
+        &self.bytes[self.sent..]
+    }
+
+    /// `n` bytes of [`OutdevQueue::pending`] were written. Frames completed by
+    /// this are counted in `outdev` (payload bytes). Returns how many frames
+    /// were completed.
+    pub fn advance(&mut self, n: usize, counters: Option<&FilterCounters>) -> usize {
+        self.sent += n.min(self.queued());
+        let mut done = 0;
+        while let Some(&(end, payload_len)) = self.frames.front() {
+            if end > self.sent {
+                break;
+            }
+            self.frames.pop_front();
+            done += 1;
+            if let Some(c) = counters {
+                c.add(QnsCounterId::Outdev, 1, payload_len as u64);
+            }
+        }
+        self.compact();
+        done
+    }
+
+    /// The peer is gone: drop every queued frame, counting each (even one
+    /// partly written) in `outdev-errors`. Returns how many were dropped.
+    pub fn discard(&mut self, counters: Option<&FilterCounters>) -> usize {
+        let dropped = self.frames.len();
+        for (_, payload_len) in self.frames.drain(..) {
+            if let Some(c) = counters {
+                c.add(QnsCounterId::OutdevErrors, 1, payload_len as u64);
+            }
+        }
+        self.bytes.clear();
+        self.sent = 0;
+        self.shrink();
+        dropped
+    }
+
+    /// Drop written bytes from the front once they are the larger part of
+    /// the buffer, so that a peer that keeps up keeps the buffer small.
+    fn compact(&mut self) {
+        if self.sent == self.bytes.len() {
+            self.bytes.clear();
+            self.sent = 0;
+            self.shrink();
+        } else if self.sent > self.bytes.len() / 2 {
+            self.bytes.drain(..self.sent);
+            for frame in &mut self.frames {
+                frame.0 -= self.sent;
+            }
+            self.sent = 0;
+        }
+    }
+
+    /// Give back a large allocation once the backlog is gone, so a burst
+    /// does not pin memory for the filter's lifetime.
+    fn shrink(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.bytes.capacity() > KEEP {
+            self.bytes.shrink_to(KEEP);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{counters::Count, decoder::DEFAULT_MAX_FRAME_LEN};
+
+    fn queue(limit: usize) -> OutdevQueue {
+        OutdevQueue::new(false, DEFAULT_MAX_FRAME_LEN, limit)
+    }
+
+    #[test]
+    fn frames_go_out_together_and_in_order() {
+        let c = FilterCounters::for_type("filter-redirector");
+        let mut q = queue(DEFAULT_BACKLOG_LIMIT);
+        q.push(&[b"ab"], 0).unwrap();
+        q.push(&[b"c", b"de"], 0).unwrap();
+        assert_eq!(q.pending(), b"\0\0\0\x02ab\0\0\0\x03cde");
+        assert_eq!(q.advance(q.pending().len(), Some(&c)), 2);
+        assert_eq!(q.queued(), 0);
+        assert_eq!(
+            c.get(QnsCounterId::Outdev),
+            Count {
+                packets: 2,
+                bytes: 5
+            }
+        );
+    }
+
+    #[test]
+    fn partial_writes_count_a_frame_once_it_is_whole() {
+        let c = FilterCounters::for_type("filter-redirector");
+        let mut q = OutdevQueue::new(true, DEFAULT_MAX_FRAME_LEN, DEFAULT_BACKLOG_LIMIT);
+        q.push(&[&[7; 100]], 12).unwrap();
+        q.push(&[&[8; 50]], 12).unwrap();
+        let mut written = Vec::new();
+        let mut completed = Vec::new();
+        while !q.pending().is_empty() {
+            let n = q.pending().len().min(33);
+            written.extend_from_slice(&q.pending()[..n]);
+            completed.push(q.advance(n, Some(&c)));
+        }
+        assert_eq!(completed.iter().sum::<usize>(), 2);
+        assert_eq!(written.len(), 8 + 100 + 8 + 50);
+        assert_eq!(&written[..8], b"\0\0\0\x64\0\0\0\x0c");
+        assert_eq!(
+            c.get(QnsCounterId::Outdev),
+            Count {
+                packets: 2,
+                bytes: 150
+            }
+        );
+    }
+
+    #[test]
+    fn backlog_is_bounded_but_one_frame_always_fits() {
+        let mut q = queue(100);
+        q.push(&[&[0; 200]], 0).unwrap();
+        assert_eq!(
+            q.push(&[&[0; 10]], 0),
+            Err(PushError::BacklogFull {
+                queued: 204,
+                limit: 100
+            })
+        );
+        q.advance(204, None);
+        q.push(&[&[0; 50]], 0).unwrap();
+        q.push(&[&[0; 40]], 0).unwrap();
+        assert!(matches!(
+            q.push(&[&[0; 10]], 0),
+            Err(PushError::BacklogFull { .. })
+        ));
+    }
+
+    #[test]
+    fn discard_counts_every_queued_frame() {
+        let c = FilterCounters::for_type("filter-mirror");
+        let mut q = queue(DEFAULT_BACKLOG_LIMIT);
+        q.push(&[&[1; 10]], 0).unwrap();
+        q.push(&[&[1; 20]], 0).unwrap();
+        q.advance(5, Some(&c));
+        assert_eq!(q.discard(Some(&c)), 2);
+        assert_eq!(
+            c.get(QnsCounterId::OutdevErrors),
+            Count {
+                packets: 2,
+                bytes: 30
+            }
+        );
+        assert_eq!(q.pending(), b"");
+    }
+
+    #[test]
+    fn invalid_frames_are_refused() {
+        let mut q = OutdevQueue::new(false, 10, DEFAULT_BACKLOG_LIMIT);
+        assert_eq!(
+            q.push(&[], 0),
+            Err(PushError::Encode(EncodeError::EmptyFrame))
+        );
+        assert_eq!(
+            q.push(&[&[0; 11]], 0),
+            Err(PushError::Encode(EncodeError::FrameTooLarge {
+                len: 11,
+                max: 10
+            }))
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_offsets_right() {
+        let c = FilterCounters::for_type("filter-mirror");
+        let mut q = queue(DEFAULT_BACKLOG_LIMIT);
+        let mut expected = Vec::new();
+        let mut written = Vec::new();
+        for i in 0..200u32 {
+            let payload = vec![i as u8; 1 + (i as usize * 37) % 300];
+            expected.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            expected.extend_from_slice(&payload);
+            q.push(&[&payload], 0).unwrap();
+            let n = q.pending().len().min(97);
+            written.extend_from_slice(&q.pending()[..n]);
+            q.advance(n, Some(&c));
+        }
+        written.extend_from_slice(q.pending());
+        q.advance(q.pending().len(), Some(&c));
+        assert_eq!(written, expected);
+        assert_eq!(c.get(QnsCounterId::Outdev).packets, 200);
+    }
+}
