@@ -4,7 +4,8 @@
 #   1. Rust: cargo fmt --check, clippy and rustdoc (warnings are errors),
 #      cargo test
 #      (unit tests, header drift, bindgen layout check)
-#   2. the C ABI from a C program under valgrind; miri on the FFI tests
+#   2. the C ABI from a C program under valgrind; miri on the FFI tests;
+#      a minute of fuzzing the decoder against a reference model
 #   3. QEMU's checkpatch.pl on every glue patch
 #   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests, then the
 #      same tests with QEMU under valgrind
@@ -95,6 +96,7 @@ qemu_qtests() {
 step "rust: fmt, clippy, cargo test" rust_checks
 step "C ABI under valgrind" scripts/test-c-abi.sh
 step "miri on the FFI tests" miri
+step "fuzz the decoder against a reference model (60 s)" scripts/fuzz.sh 60
 step "build patched QEMU (minimal)" scripts/build-qemu.sh
 step "checkpatch on qemu-glue/" checkpatch
 step "end-to-end (patched QEMU, QMP/HMP)" e2e
