@@ -163,9 +163,13 @@ pub unsafe extern "C" fn qns_decoder_feed(
     decoder.with_state(|state| {
         let was_desynchronized = state.decoder.is_desynchronized();
         let mut first_error = None;
+        // Counted once per chunk, not per frame: two atomic adds per frame
+        // would cost more than decoding a small frame.
+        let mut frames = Tally::default();
+        let mut rejected = Tally::default();
         state.decoder.feed(chunk, |event| match event {
             Decoded::Frame(frame) => {
-                count(counters, QnsCounterId::Indev, 1, frame.payload.len());
+                frames.add(1, frame.payload.len());
                 // SAFETY: the caller guarantees the callback may be called
                 // with opaque; the payload pointer and length describe a live
                 // slice for the duration of the call.
@@ -179,15 +183,17 @@ pub unsafe extern "C" fn qns_decoder_feed(
                 }
             }
             Decoded::Rejected { error, discarded } => {
-                count(counters, QnsCounterId::IndevErrors, 1, discarded);
+                rejected.add(1, discarded);
                 // A fatal error is the one to report, whatever came first:
                 // after it the stream is out of step and nothing else is.
                 if first_error.is_none() || matches!(error, DecodeError::FrameTooLarge { .. }) {
                     first_error = Some(error);
                 }
             }
-            Decoded::Discarded(n) => count(counters, QnsCounterId::IndevErrors, 0, n),
+            Decoded::Discarded(n) => rejected.add(0, n),
         });
+        frames.flush(counters, QnsCounterId::Indev);
+        rejected.flush(counters, QnsCounterId::IndevErrors);
         match first_error {
             Some(error) => {
                 state.record(error);
@@ -197,6 +203,27 @@ pub unsafe extern "C" fn qns_decoder_feed(
             None => QnsResult::Ok,
         }
     })
+}
+
+/// Packets and bytes gathered during one call, added to the shared counters
+/// at its end.
+#[derive(Default)]
+struct Tally {
+    packets: u64,
+    bytes: usize,
+}
+
+impl Tally {
+    fn add(&mut self, packets: u64, bytes: usize) {
+        self.packets += packets;
+        self.bytes += bytes;
+    }
+
+    fn flush(self, counters: Option<&FilterCounters>, id: QnsCounterId) {
+        if self.packets > 0 || self.bytes > 0 {
+            count(counters, id, self.packets, self.bytes);
+        }
+    }
 }
 
 fn count(counters: Option<&FilterCounters>, id: QnsCounterId, packets: u64, bytes: usize) {
