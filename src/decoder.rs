@@ -110,6 +110,16 @@ pub enum Decoded<'a> {
     Discarded(usize),
 }
 
+/// What the fast path did with the start of a chunk.
+enum Fast<'c> {
+    /// Handed out a whole frame; the rest of the chunk.
+    Done(&'c [u8]),
+    /// Started assembling a frame with the whole rest of the chunk.
+    Started,
+    /// Nothing: use the general path.
+    Slow,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     /// Reading the length field(s); `have` bytes of them are in `header`.
@@ -195,21 +205,43 @@ impl FrameDecoder {
         cut_off
     }
 
+    /// If `chunk` lies wholly inside the payload being assembled (it
+    /// completes no frame), append it and return true: nothing to report.
+    #[inline(always)]
+    pub fn absorb(&mut self, chunk: &[u8]) -> bool {
+        if let State::Payload { len, .. } = self.state {
+            if chunk.len() < len - self.buf.len() {
+                self.grow_for(chunk.len(), len);
+                self.buf.extend_from_slice(chunk);
+                return true;
+            }
+        }
+        false
+    }
+
     /// Decode `chunk`, the next bytes of the stream, reporting every complete
     /// frame and every problem to `sink` in stream order.
+    #[inline(always)]
     pub fn feed<F>(&mut self, mut chunk: &[u8], mut sink: F)
     where
         F: FnMut(Decoded<'_>),
     {
+        if self.absorb(chunk) {
+            return;
+        }
         while !chunk.is_empty() {
             match self.state {
                 State::Header { have } => {
                     // Fast path: a whole frame inside the chunk is handed out
                     // as a slice of it.
                     if have == 0 {
-                        if let Some(rest) = self.whole_frame(chunk, &mut sink) {
-                            chunk = rest;
-                            continue;
+                        match self.whole_frame(chunk, &mut sink) {
+                            Fast::Done(rest) => {
+                                chunk = rest;
+                                continue;
+                            }
+                            Fast::Started => return,
+                            Fast::Slow => {}
                         }
                     }
                     let want = self.header_len() - have;
@@ -258,14 +290,18 @@ impl FrameDecoder {
     }
 
     /// If `chunk` starts with a complete, valid frame, hand it out without
-    /// copying and return the rest of the chunk. Anything else (a partial or
-    /// bad frame) is left to the general path.
-    fn whole_frame<'c, F>(&self, chunk: &'c [u8], sink: &mut F) -> Option<&'c [u8]>
+    /// copying and return the rest of the chunk; if it starts with the valid
+    /// header of a frame that does not fit, start assembling that frame from
+    /// the rest of the chunk. Anything else is left to the general path.
+    #[inline(always)]
+    fn whole_frame<'c, F>(&mut self, chunk: &'c [u8], sink: &mut F) -> Fast<'c>
     where
         F: FnMut(Decoded<'_>),
     {
         let header_len = self.header_len();
-        let header = chunk.get(..header_len)?;
+        let Some(header) = chunk.get(..header_len) else {
+            return Fast::Slow;
+        };
         let len = read_be32(header, 0);
         let vnet_hdr_len = if self.vnet_hdr {
             read_be32(header, LEN_FIELD)
@@ -273,15 +309,23 @@ impl FrameDecoder {
             0
         };
         if len == 0 || len > self.max_frame_len || vnet_hdr_len > len {
-            return None;
+            return Fast::Slow;
         }
-        let end = header_len.checked_add(usize::try_from(len).ok()?)?;
-        let payload = chunk.get(header_len..end)?;
-        sink(Decoded::Frame(Frame {
-            payload,
-            vnet_hdr_len,
-        }));
-        Some(&chunk[end..])
+        let len = len as usize;
+        let body = &chunk[header_len..];
+        if let Some(payload) = body.get(..len) {
+            sink(Decoded::Frame(Frame {
+                payload,
+                vnet_hdr_len,
+            }));
+            return Fast::Done(&body[len..]);
+        }
+        // The frame straddles chunks: the rest of this chunk is its start.
+        self.buf.clear();
+        self.grow_for(body.len(), len);
+        self.buf.extend_from_slice(body);
+        self.state = State::Payload { len, vnet_hdr_len };
+        Fast::Started
     }
 
     /// The length fields are complete in `self.header`: check them and move
@@ -342,6 +386,7 @@ impl FrameDecoder {
     /// grows with the data that actually arrives (doubling, so a slow peer
     /// costs few reallocations), never past the frame: a peer that only
     /// announces a large frame makes the decoder allocate nothing.
+    #[inline]
     fn grow_for(&mut self, more: usize, frame_len: usize) {
         let needed = self.buf.len() + more;
         if needed > self.buf.capacity() {
@@ -351,6 +396,7 @@ impl FrameDecoder {
     }
 }
 
+#[inline]
 fn read_be32(bytes: &[u8], at: usize) -> u32 {
     let mut field = [0; LEN_FIELD];
     field.copy_from_slice(&bytes[at..at + LEN_FIELD]);

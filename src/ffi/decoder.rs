@@ -58,6 +58,7 @@ impl DecoderState {
 
 impl QnsDecoder {
     /// Run `f` on the decoder state, unless a call is already running.
+    #[inline(always)]
     fn with_state(&self, f: impl FnOnce(&mut DecoderState) -> QnsResult) -> QnsResult {
         if self.busy.replace(true) {
             return QnsResult::Busy;
@@ -161,6 +162,11 @@ pub unsafe extern "C" fn qns_decoder_feed(
         unsafe { std::slice::from_raw_parts(buf, len) }
     };
     decoder.with_state(|state| {
+        // The common case of a slow or small-chunked peer: the chunk only
+        // continues a frame being assembled. Nothing to count or report.
+        if state.decoder.absorb(chunk) {
+            return QnsResult::Ok;
+        }
         let was_desynchronized = state.decoder.is_desynchronized();
         let mut first_error = None;
         // Counted once per chunk, not per frame: two atomic adds per frame

@@ -113,6 +113,7 @@ fn max_frame_len_or_default(max_frame_len: u32) -> u32 {
 
 /// Run `body`, turning a panic into `on_panic`: a panic must never unwind
 /// into C, and returning an error keeps the VM running.
+#[inline(always)]
 fn boundary<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(on_panic)
 }
