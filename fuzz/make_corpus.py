@@ -6,7 +6,9 @@
 Each seed is in the layout that fuzz/fuzz_targets/decoder.rs reads:
 
     byte 0      bit 0 vnet_hdr; bits 1-2 max mode (0 default 69632,
-                1 param % 301, 2 param, 3 u32::MAX - param)
+                1 param % 301, 2 param, 3 u32::MAX - param); bit 3 offer
+                each chunk to FrameDecoder::absorb before feed (the C ABI's
+                path)
     bytes 1-2   param, u16 big-endian
     byte 3      P, length of the chunk plan
     P bytes     chunk plan, used cyclically: bit 7 = reset before the chunk;
@@ -35,10 +37,10 @@ def frame(payload, vnet=None, length=None):
     return out + bytes(payload)
 
 
-def seed(stream, vnet_hdr=False, mode=DEFAULT, param=0, plan=()):
+def seed(stream, vnet_hdr=False, mode=DEFAULT, param=0, plan=(), absorb=False):
     plan = bytes(plan)
     assert len(plan) < 256
-    flags = (1 if vnet_hdr else 0) | (mode << 1)
+    flags = (1 if vnet_hdr else 0) | (mode << 1) | (8 if absorb else 0)
     return bytes([flags]) + struct.pack(">H", param) + bytes([len(plan)]) + plan + bytes(stream)
 
 
@@ -140,6 +142,21 @@ def seeds():
     )
     yield "huge-max-u32max", seed(struct.pack(">I", 0xFFFFFFFF) + b"abc", mode=HUGE, param=0)
     yield "u16-max-valid", seed(frame(pattern(1000)) + frame(b"k"), mode=U16, param=1000, plan=[50])
+
+    # The C ABI's path: absorb() first, feed() when it declines.
+    yield "absorb-1byte-chunks", seed(many, plan=[1], absorb=True)
+    yield "absorb-1byte-chunks-vnet", seed(many_vnet, vnet_hdr=True, plan=[1], absorb=True)
+    yield "absorb-large-frame-chunked", seed(frame(pattern(3000)), plan=[65, 70, 96], absorb=True)
+    yield "absorb-exact-rest", seed(frame(pattern(20)) + frame(b"n"), plan=[4, 10, 10, REST], absorb=True)
+    yield "absorb-empty-chunks", seed(frame(pattern(30)), plan=[6, 0, 5, 0], absorb=True)
+    yield "absorb-reset-mid-payload", seed(f[:7] + f[:9] + f, plan=[7, RESET | 9, RESET | REST], absorb=True)
+    yield "absorb-huge-max", seed(
+        struct.pack(">I", 0xFFFFFF00) + pattern(300), mode=HUGE, plan=[5, 64, 96], absorb=True
+    )
+    yield "absorb-skip-and-desync", seed(
+        frame(b"abcdefgh", vnet=9) + frame(b"x" * 40, vnet=0) + struct.pack(">I", 90000) + b"zz",
+        vnet_hdr=True, plan=[9, 1, 2, 3], absorb=True
+    )
 
     # A vnet_hdr stream read without vnet_hdr, and the other way round.
     yield "vnet-stream-as-novnet", seed(many_vnet[:120], plan=[7])

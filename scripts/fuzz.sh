@@ -22,10 +22,15 @@ cargo +nightly fuzz run --fuzz-dir fuzz decoder "$work/corpus" -- \
     -artifact_prefix=fuzz/artifacts/decoder/ >"$work/log" 2>&1
 status=$?
 set -e
-grep -E "^#[0-9]+ +(DONE|INITED)|stat::(number_of_executed_units|average_exec_per_sec)" "$work/log" || true
+# The whole log is kept (fuzz/ artifacts are not committed); libFuzzer puts a
+# tab after "#N".
+cp "$work/log" fuzz/artifacts/decoder.log
+grep -E "^#[0-9]+[[:space:]]+(DONE|INITED)|stat::(number_of_executed_units|average_exec_per_sec)" \
+    "$work/log" || true
 if [ "$status" -ne 0 ]; then
     tail -40 "$work/log"
-    echo "fuzz: FAILED (exit $status); the input is under fuzz/artifacts/decoder/" >&2
+    echo "fuzz: FAILED (exit $status); the input is under fuzz/artifacts/decoder/," \
+        "the log in fuzz/artifacts/decoder.log" >&2
     exit 1
 fi
 echo "fuzz: no crash or mismatch in ${seconds}s"

@@ -13,7 +13,9 @@
 //!
 //! | offset    | meaning                                                     |
 //! |-----------|-------------------------------------------------------------|
-//! | 0         | bit 0: vnet_hdr; bits 1-2: how to read the maximum (below)  |
+//! | 0         | bit 0: vnet_hdr; bits 1-2: how to read the maximum (below); |
+//! |           | bit 3: offer each chunk to `absorb` before `feed`, as the   |
+//! |           | C ABI does                                                  |
 //! | 1..3      | `param`, u16 big-endian                                     |
 //! | 3         | `P`, the length of the chunk plan                           |
 //! | 4..4+P    | the chunk plan, one byte per chunk, used cyclically          |
@@ -35,9 +37,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qemu_netfilter_stats::decoder::{
-    DecodeError, Decoded, FrameDecoder, DEFAULT_MAX_FRAME_LEN,
-};
+use qemu_netfilter_stats::decoder::{DecodeError, Decoded, FrameDecoder, DEFAULT_MAX_FRAME_LEN};
 
 const LEN_FIELD: usize = 4;
 
@@ -70,6 +70,8 @@ impl Step {
 
 struct Input<'a> {
     vnet_hdr: bool,
+    /// Offer each chunk to `FrameDecoder::absorb` first (the FFI's path).
+    absorb_first: bool,
     max_frame_len: u32,
     /// The stream cut into chunks, each with "reset before it".
     chunks: Vec<(bool, &'a [u8])>,
@@ -79,6 +81,7 @@ fn parse(data: &[u8]) -> Input<'_> {
     let byte = |i: usize| data.get(i).copied().unwrap_or(0);
     let flags = byte(0);
     let vnet_hdr = flags & 1 != 0;
+    let absorb_first = flags & 8 != 0;
     let param = u16::from_be_bytes([byte(1), byte(2)]);
     let max_frame_len = match (flags >> 1) & 3 {
         0 => DEFAULT_MAX_FRAME_LEN,
@@ -119,6 +122,7 @@ fn parse(data: &[u8]) -> Input<'_> {
     }
     Input {
         vnet_hdr,
+        absorb_first,
         max_frame_len,
         chunks,
     }
@@ -238,6 +242,15 @@ impl Model {
 
     fn is_desynchronized(&self) -> bool {
         matches!(self.state, MState::Desync)
+    }
+
+    /// Whether `chunk` lies wholly inside the payload being assembled, so
+    /// that it completes no frame (what `FrameDecoder::absorb` takes).
+    fn absorbs(&self, chunk: &[u8]) -> bool {
+        match &self.state {
+            MState::Payload { len, bytes, .. } => chunk.len() < len - bytes.len(),
+            _ => false,
+        }
     }
 
     fn reset(&mut self, before_chunk: usize, out: &mut Vec<Event>) {
@@ -456,6 +469,20 @@ fn run_decoder(input: &Input<'_>, model: &mut Model) -> (Vec<Event>, Vec<Event>)
         if reset_before {
             reset(&mut decoder, model, &mut got, &mut want, discarded, index);
         }
+        if input.absorb_first {
+            let expected = model.absorbs(chunk);
+            assert_eq!(
+                decoder.absorb(chunk),
+                expected,
+                "chunk {index} ({} bytes): absorb",
+                chunk.len()
+            );
+            if expected {
+                model.feed(chunk, index, &mut want);
+                check_decoder(&decoder, model, &format!("after absorbing chunk {index}"));
+                continue;
+            }
+        }
         let chunk_addr = chunk.as_ptr() as usize;
         decoder.feed(chunk, |event| match event {
             Decoded::Frame(frame) => {
@@ -520,9 +547,10 @@ fuzz_target!(|data: &[u8]| {
         let sizes: Vec<usize> = input.chunks.iter().map(|c| c.1.len()).collect();
         panic!(
             "decoder and model disagree at event {at} \
-             (vnet_hdr {}, max_frame_len {}, chunk sizes {sizes:?})\n\
+             (vnet_hdr {}, absorb_first {}, max_frame_len {}, chunk sizes {sizes:?})\n\
              decoder ({} events):\n{}model ({} events):\n{}",
             input.vnet_hdr,
+            input.absorb_first,
             input.max_frame_len,
             got.len(),
             show(&got),
