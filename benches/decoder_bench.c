@@ -19,7 +19,7 @@
 #include <time.h>
 
 #include "qemu_netfilter_stats.h"
-#include "qemu_net_fill_rstate.h" /* generated: SocketReadState, net_fill_rstate */
+#include "qemu_rstate.h" /* generated: SocketReadState, net_fill_rstate */
 
 #define RECV_BUF (64 * 1024)
 #define REPS 7
