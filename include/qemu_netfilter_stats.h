@@ -159,7 +159,9 @@ typedef struct QnsEncoder QnsEncoder;
  * [`qns_outdev_pending`] has bytes, write as many as the chardev takes
  * without blocking and report them with [`qns_outdev_advance`]; when the
  * chardev takes nothing more, wait until it is writable and go on. If the
- * peer is gone, [`qns_outdev_discard`] drops the backlog.
+ * peer is gone, [`qns_outdev_discard`] drops the backlog. Hold senders that
+ * can wait while [`qns_outdev_congested`], and let them go on once
+ * [`qns_outdev_drained`].
  *
  * Owner: whoever called [`qns_outdev_new`]; released with
  * [`qns_outdev_free`]. Thread safety: none; one thread at a time.
@@ -571,6 +573,25 @@ enum QnsResult qns_outdev_pending(const struct QnsOutdev *outdev,
 enum QnsResult qns_outdev_advance(struct QnsOutdev *outdev,
                                   const struct QnsCounters *counters,
                                   size_t written);
+
+/**
+ * Whether the backlog is at or above its high-water mark (1/16 of the
+ * bound): a sender that can wait (one that passed a `sent_cb`) should be
+ * told to, until [`qns_outdev_drained`]. False for NULL.
+ *
+ * # Safety
+ * `outdev` NULL or live.
+ */
+bool qns_outdev_congested(const struct QnsOutdev *outdev);
+
+/**
+ * Whether the backlog is at or below its low-water mark (1/64 of the
+ * bound): senders told to wait may go on. True for NULL (nothing waits).
+ *
+ * # Safety
+ * `outdev` NULL or live.
+ */
+bool qns_outdev_drained(const struct QnsOutdev *outdev);
 
 /**
  * Drop every queued frame (the peer is gone), counting each, even one

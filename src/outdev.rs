@@ -10,6 +10,12 @@
 //! split between writes of other frames, and the backlog is bounded: a frame
 //! that does not fit is refused (and counted as an outdev error). Several
 //! frames queued before a write go out together in that one write.
+//!
+//! Refusing is the last resort. Long before the bound, at the high-water
+//! mark ([`OutdevQueue::congested`]), the C side asks senders that can wait
+//! (a netdev, through its `sent_cb`) to stop, and lets them go on once the
+//! backlog is down to the low-water mark ([`OutdevQueue::drained`]), so a
+//! fast sender is slowed to the peer's pace instead of losing frames.
 
 use std::collections::VecDeque;
 
@@ -20,6 +26,18 @@ use crate::{
 
 /// Default bound on queued bytes (headers included) per outdev.
 pub const DEFAULT_BACKLOG_LIMIT: usize = 4 << 20;
+
+/// The high-water mark is this fraction of the bound (256 KiB of 4 MiB):
+/// far enough below it that what a held sender still hands over (the rest
+/// of one 69 KiB netdev read) always fits.
+const HIGH_WATER_DIVISOR: usize = 16;
+/// The low-water mark is this fraction of the bound (64 KiB of 4 MiB): a
+/// held sender goes on while the peer still has that much to read, so the
+/// stream does not stall between the two.
+const LOW_WATER_DIVISOR: usize = 64;
+/// The allocation kept once the backlog is written: one netdev read's worth
+/// of frames (69 KiB and their headers) fits, so a steady stream reuses it.
+const KEEP_CAPACITY: usize = 128 * 1024;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +89,16 @@ impl OutdevQueue {
     /// Frames queued and not completely written yet.
     pub fn queued_frames(&self) -> usize {
         self.frames.len()
+    }
+
+    /// At or above the high-water mark: senders that can wait should.
+    pub fn congested(&self) -> bool {
+        self.queued() >= self.backlog_limit / HIGH_WATER_DIVISOR
+    }
+
+    /// At or below the low-water mark: senders that waited may go on.
+    pub fn drained(&self) -> bool {
+        self.queued() <= self.backlog_limit / LOW_WATER_DIVISOR
     }
 
     /// Queue the frame whose payload is `parts`, in order.
@@ -156,9 +184,8 @@ impl OutdevQueue {
     /// Give back a large allocation once the backlog is gone, so a burst
     /// does not pin memory for the filter's lifetime.
     fn shrink(&mut self) {
-        const KEEP: usize = 64 * 1024;
-        if self.bytes.capacity() > KEEP {
-            self.bytes.shrink_to(KEEP);
+        if self.bytes.capacity() > KEEP_CAPACITY {
+            self.bytes.shrink_to(KEEP_CAPACITY);
         }
     }
 }
@@ -233,6 +260,39 @@ mod tests {
             q.push(&[&[0; 10]], 0),
             Err(PushError::BacklogFull { .. })
         ));
+    }
+
+    #[test]
+    fn congestion_has_hysteresis_between_the_water_marks() {
+        // high water 640 / 16 = 40 bytes, low water 640 / 64 = 10 bytes
+        let mut q = queue(640);
+        assert!(!q.congested() && q.drained());
+        q.push(&[&[0; 30]], 0).unwrap();
+        assert!(!q.congested() && !q.drained());
+        q.push(&[&[0; 10]], 0).unwrap();
+        assert_eq!(q.queued(), 48);
+        assert!(q.congested() && !q.drained());
+        q.advance(20, None);
+        assert!(!q.congested() && !q.drained());
+        q.advance(18, None);
+        assert!(!q.congested() && q.drained());
+    }
+
+    #[test]
+    fn a_written_backlog_keeps_a_bounded_allocation() {
+        let mut q = queue(DEFAULT_BACKLOG_LIMIT);
+        for _ in 0..100 {
+            q.push(&[&[0; 9000]], 0).unwrap();
+        }
+        q.advance(q.queued(), None);
+        assert!(q.bytes.capacity() <= KEEP_CAPACITY);
+        // one read's worth of jumbo frames reuses the allocation
+        let before = q.bytes.as_ptr();
+        for _ in 0..7 {
+            q.push(&[&[0; 9000]], 0).unwrap();
+        }
+        q.advance(q.queued(), None);
+        assert_eq!(q.bytes.as_ptr(), before);
     }
 
     #[test]

@@ -211,6 +211,8 @@ fn rust_functions() -> BTreeSet<&'static str> {
         qns_outdev_push,
         qns_outdev_pending,
         qns_outdev_advance,
+        qns_outdev_congested,
+        qns_outdev_drained,
         qns_outdev_discard,
         qns_stats_builder_new,
         qns_stats_builder_add,

@@ -13,7 +13,9 @@ use crate::{
 /// [`qns_outdev_pending`] has bytes, write as many as the chardev takes
 /// without blocking and report them with [`qns_outdev_advance`]; when the
 /// chardev takes nothing more, wait until it is writable and go on. If the
-/// peer is gone, [`qns_outdev_discard`] drops the backlog.
+/// peer is gone, [`qns_outdev_discard`] drops the backlog. Hold senders that
+/// can wait while [`qns_outdev_congested`], and let them go on once
+/// [`qns_outdev_drained`].
 ///
 /// Owner: whoever called [`qns_outdev_new`]; released with
 /// [`qns_outdev_free`]. Thread safety: none; one thread at a time.
@@ -158,6 +160,29 @@ pub unsafe extern "C" fn qns_outdev_advance(
     })
 }
 
+/// Whether the backlog is at or above its high-water mark (1/16 of the
+/// bound): a sender that can wait (one that passed a `sent_cb`) should be
+/// told to, until [`qns_outdev_drained`]. False for NULL.
+///
+/// # Safety
+/// `outdev` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn qns_outdev_congested(outdev: *const QnsOutdev) -> bool {
+    // SAFETY: the caller guarantees outdev is NULL or live.
+    unsafe { outdev.as_ref() }.is_some_and(|q| q.0.congested())
+}
+
+/// Whether the backlog is at or below its low-water mark (1/64 of the
+/// bound): senders told to wait may go on. True for NULL (nothing waits).
+///
+/// # Safety
+/// `outdev` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn qns_outdev_drained(outdev: *const QnsOutdev) -> bool {
+    // SAFETY: the caller guarantees outdev is NULL or live.
+    unsafe { outdev.as_ref() }.is_none_or(|q| q.0.drained())
+}
+
 /// Drop every queued frame (the peer is gone), counting each, even one
 /// partly written, in `counters`' `outdev-errors`. If `dropped` is not NULL,
 /// `*dropped` is how many frames were dropped.
@@ -216,6 +241,10 @@ mod tests {
                 qns_outdev_push(q, counters, iov.as_ptr(), 1, 0),
                 QnsResult::BacklogFull
             );
+            // 28 queued: at or above 30 / 16, above 30 / 64
+            assert!(qns_outdev_congested(q) && !qns_outdev_drained(q));
+            assert!(!qns_outdev_congested(std::ptr::null()));
+            assert!(qns_outdev_drained(std::ptr::null()));
             let (mut data, mut len) = (std::ptr::null(), 0);
             assert_eq!(qns_outdev_pending(q, &mut data, &mut len), QnsResult::Ok);
             assert_eq!(len, 28);

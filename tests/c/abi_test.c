@@ -1393,7 +1393,7 @@ static void test_stats(void)
 /*
  * The outdev queue: frames pushed, written in uneven pieces as a chardev
  * that takes only some bytes at a time would, counted once whole; the
- * backlog bound; discard; NULL arguments.
+ * backlog bound and its water marks; discard; NULL arguments.
  */
 static void test_outdev(void)
 {
@@ -1405,6 +1405,8 @@ static void test_outdev(void)
     struct iovec v[2];
 
     CHECK(c != NULL && q != NULL);
+    /* water marks for a 64-byte bound: high 64 / 16 = 4, low 64 / 64 = 1 */
+    CHECK(!qns_outdev_congested(q) && qns_outdev_drained(q));
     v[0] = iov("hello", 5);
     v[1] = iov(" world", 6);
     CHECK_RESULT(qns_outdev_push(q, c, v, 2, 12), QNS_RESULT_OK);
@@ -1415,6 +1417,7 @@ static void test_outdev(void)
     CHECK_RESULT(qns_outdev_push(q, c, v, 2, 12), QNS_RESULT_BACKLOG_FULL);
     CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV_ERRORS, 1, 11);
     CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV, 0, 0);
+    CHECK(qns_outdev_congested(q) && !qns_outdev_drained(q));
 
     /* Write the first two frames 7 bytes at a time. */
     while (n_written < 8 + 11 + 8 + 5) {
@@ -1448,6 +1451,8 @@ static void test_outdev(void)
     CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV_ERRORS, 2, 22);
     CHECK_RESULT(qns_outdev_pending(q, &data, &len), QNS_RESULT_OK);
     CHECK_EQ(len, 0);
+    CHECK(!qns_outdev_congested(q) && qns_outdev_drained(q));
+    CHECK(!qns_outdev_congested(NULL) && qns_outdev_drained(NULL));
 
     CHECK_RESULT(qns_outdev_push(NULL, c, v, 1, 0), QNS_RESULT_NULL_POINTER);
     CHECK_RESULT(qns_outdev_push(q, c, NULL, 1, 0), QNS_RESULT_NULL_POINTER);

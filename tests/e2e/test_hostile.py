@@ -571,12 +571,12 @@ def unread_bytes(sock):
 STALL_FRAMES = [payload(60000, 100 + i) for i in range(16)]  # ~960 KB, more than the socket buffers
 
 
-def stall_outdev(q):
-    """Send STALL_FRAMES into n0 from a thread while out0's peer does not
+def stall_outdev(q, frames=STALL_FRAMES):
+    """Send `frames` into n0 from a thread while out0's peer does not
     read; return once the peer's socket buffer has stopped filling (QEMU is
     stuck writing to it). Returns the sender thread."""
     sender = threading.Thread(
-        target=lambda: [q.netdev_peer.sendall(frame(p)) for p in STALL_FRAMES], daemon=True)
+        target=lambda: [q.netdev_peer.sendall(frame(p)) for p in frames], daemon=True)
     sender.start()
     deadline = time.monotonic() + 5
     last, stable_since = -1, time.monotonic()
@@ -588,17 +588,18 @@ def stall_outdev(q):
             break
         assert now < deadline, "out0's socket buffer never filled"
         time.sleep(0.02)
-    total = sum(len(p) + 4 for p in STALL_FRAMES)
+    total = sum(len(p) + 4 for p in frames)
     assert 0 < last < total, (last, total)
     return sender
 
 
-def drain_outdev(q):
+def drain_outdev(q, frames=STALL_FRAMES, sock=None):
     """Read the peer again: every frame arrives, exactly once, in order."""
-    for i, p in enumerate(STALL_FRAMES):
-        got, _ = read_frame(q.out, timeout=10.0)
+    sock = sock or q.out
+    for i, p in enumerate(frames):
+        got, _ = read_frame(sock, timeout=10.0)
         assert got == p, f"frame {i}"
-    assert_quiet(q.out)
+    assert_quiet(sock)
 
 
 def test_outdev_peer_stops_reading_then_resumes():
@@ -630,3 +631,86 @@ def test_qmp_answers_while_outdev_peer_does_not_read():
         assert_alive(q)
         # The outdev is written without blocking: QMP is served meanwhile.
         assert answered, "QMP did not answer within 3 s while out0's peer was not reading"
+
+
+# More than twice the 4 MiB backlog bound: without pushback, frames would be
+# dropped once the bound is reached.
+FLOOD_FRAMES = [payload(60000, 200 + i) for i in range(160)]
+# The redirector holds n0 at 256 KiB queued; n0 still hands over the rest of
+# the read it is in (at most 69 KiB) before it stops.
+HELD_BACKLOG_MAX = 256 * 1024 + 69632 + 60004
+
+
+def held_backlog(q, name="r0"):
+    """Payload bytes the redirector has taken and not yet written whole."""
+    (s,) = q.stats(name)
+    return s["bytes-tx"] - counters(q, name)["outdev"][1]
+
+
+def test_fast_sender_is_held_not_dropped():
+    """n0's peer sends far more than the backlog bound while out0's peer
+    does not read: the redirector stops n0 at its high-water mark (the
+    sender blocks in the kernel), keeps the backlog small, and once out0 is
+    read again every frame arrives, in order, with nothing dropped."""
+    with start_outdev() as q:
+        sender = stall_outdev(q, FLOOD_FRAMES)
+        time.sleep(0.3)
+        assert sender.is_alive(), "n0's peer was not held back"
+        backlog = held_backlog(q)
+        assert 0 < backlog <= HELD_BACKLOG_MAX, backlog
+        assert counters(q, "r0")["outdev-errors"] == (0, 0)
+        assert_alive(q)
+
+        drain_outdev(q, FLOOD_FRAMES)
+        sender.join(timeout=10)
+        assert not sender.is_alive()
+        total = (len(FLOOD_FRAMES), sum(map(len, FLOOD_FRAMES)))
+        wait_counters(q, "r0", outdev=total)
+        assert r0_tx(q) == total
+        assert log_lines(q) == []
+
+
+def test_removing_the_filter_that_holds_the_netdev_lets_it_go_on():
+    """r0 holds n0 when it is deleted: n0 must read again, so the frames
+    after the ones r0 took reach the next filter, r2. What r0 had written
+    whole reaches out0, what it still held is dropped and counted, and
+    nothing else is lost or duplicated."""
+    q = Qemu(chardevs=["out0", "out2"], extra_args=[
+        "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",
+        "-object", "filter-redirector,id=r2,netdev=n0,queue=tx,outdev=out2",
+    ])
+    with q:
+        q.out = q.connect_chardev("out0")
+        out2 = q.connect_chardev("out2")
+        wait_connected(q, "out0")
+        wait_connected(q, "out2")
+        sender = stall_outdev(q, FLOOD_FRAMES)
+        time.sleep(0.3)
+        assert sender.is_alive()
+        taken = r0_tx(q)[0]
+
+        written = counters(q, "r0")["outdev"][0]
+        q.command("object-del", id="r0")
+        # out0 gets the frames r0 wrote whole, and perhaps the start of the
+        # one it was writing: the rest of that one is dropped with r0.
+        data = bytearray()
+        while select.select([q.out], [], [], 0.5)[0]:
+            chunk = q.out.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+        whole = []
+        while len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]:
+            n = struct.unpack(">I", data[:4])[0]
+            whole.append(bytes(data[4:4 + n]))
+            del data[:4 + n]
+        assert whole == FLOOD_FRAMES[:written]
+        assert len(data) < 4 + 60000 and written < taken
+
+        drain_outdev(q, FLOOD_FRAMES[taken:], sock=out2)
+        sender.join(timeout=10)
+        assert not sender.is_alive()
+        (s,) = q.stats("r2")
+        assert s["packets-tx"] == len(FLOOD_FRAMES) - taken
+        assert [s["name"] for s in q.stats()] == ["r2"]
+        assert_alive(q)
