@@ -131,20 +131,22 @@ impl OutdevQueue {
     }
 
     /// `n` bytes of [`OutdevQueue::pending`] were written. Frames completed by
-    /// this are counted in `outdev` (payload bytes). Returns how many frames
-    /// were completed.
+    /// this are counted in `outdev` (payload bytes), in one update for all
+    /// of them: a batched write completes hundreds of small frames. Returns
+    /// how many frames were completed.
     pub fn advance(&mut self, n: usize, counters: Option<&FilterCounters>) -> usize {
         self.sent += n.min(self.queued());
-        let mut done = 0;
+        let (mut done, mut bytes) = (0, 0);
         while let Some(&(end, payload_len)) = self.frames.front() {
             if end > self.sent {
                 break;
             }
             self.frames.pop_front();
             done += 1;
-            if let Some(c) = counters {
-                c.add(QnsCounterId::Outdev, 1, payload_len as u64);
-            }
+            bytes += payload_len as u64;
+        }
+        if let (Some(c), true) = (counters, done > 0) {
+            c.add(QnsCounterId::Outdev, done as u64, bytes);
         }
         self.compact();
         done
