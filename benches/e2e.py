@@ -56,6 +56,8 @@ SIZES = ((64, 400_000), (1514, 150_000), (9000, 40_000))
 QUICK_SIZES = ((64, 50_000), (1514, 20_000), (9000, 5_000))
 PATHS = ("netdev", "indev")
 IDLE_MS = 3000  # the receiver gives up after this long without data
+RUN_SECONDS = 1.0  # a timed run moves at least this long's worth of frames
+MAX_FRAMES = 50_000_000
 # Bytes of frames the sender keeps in flight (sent, not yet back).  Half the
 # patched outdev's 4 MiB backlog, so the patched filters never drop a frame
 # because the receiver was descheduled for a moment; an unbounded sender
@@ -479,7 +481,25 @@ def perf_usable():
     return p.returncode == 0
 
 
-def throughput(binary, name, path, size, count, pump, perf_stat=False):
+def profile_shares(datafile):
+    """Shares of QEMU's CPU samples: in the counters (`qns_counters_*`, the
+    calls the glue makes for every packet) and in the whole library."""
+    p = subprocess.run(["perf", "report", "-i", datafile, "--no-children", "--sort", "sym",
+                        "--stdio", "-q"], capture_output=True, text=True)
+    counters = library = 0.0
+    for line in p.stdout.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or not fields[0].endswith("%"):
+            continue
+        share, sym = float(fields[0][:-1]) / 100, fields[-1]
+        if sym.startswith("qns_counters_"):
+            counters += share
+        if sym.startswith("qns_") or "qemu_netfilter_stats::" in sym:
+            library += share
+    return {"counters": counters, "library": library}
+
+
+def throughput(binary, name, path, size, count, pump, perf_stat=False, profile=False):
     if path == "netdev":
         chain = ["-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0"]
         chardevs = ["out0"]
@@ -505,6 +525,10 @@ def throughput(binary, name, path, size, count, pump, perf_stat=False):
             warm = pump_run(warm_n)
             if warm["frames"] != warm_n:
                 log(f"{name} {path} {size}: warm-up lost {warm_n - warm['frames']} frames")
+            if not (perf_stat or profile):
+                # a timed run lasts at least RUN_SECONDS, however fast QEMU is
+                warm_fps = warm["frames"] / max(1e-9, warm["t_last"] - warm["t0"])
+                count = max(count, min(MAX_FRAMES, int(warm_fps * RUN_SECONDS)))
             if perf_stat:
                 # syscalls and context switches of QEMU during one run (not timed)
                 statfile = os.path.join(q.dir, "perf.stat")
@@ -513,9 +537,20 @@ def throughput(binary, name, path, size, count, pump, perf_stat=False):
                                          "-p", str(q.proc.pid)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
                 time.sleep(0.5)
+            if profile:
+                datafile = os.path.join(q.dir, "perf.data")
+                tool = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "9999",
+                                         "-o", datafile,
+                                         "-p", str(q.proc.pid)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+                time.sleep(0.5)
             cpu0, wait0 = sched(q.proc.pid)
             r = pump_run(count)
             cpu1, wait1 = sched(q.proc.pid)
+            if profile:
+                tool.send_signal(2)
+                tool.wait(60)
+                shares = profile_shares(datafile)
             if perf_stat:
                 tool.send_signal(2)
                 tool.wait(20)
@@ -543,6 +578,8 @@ def throughput(binary, name, path, size, count, pump, perf_stat=False):
     span = elapsed if elapsed > 0 else 1e-9
     if perf_stat:
         return {k: v / count for k, v in counts.items()}
+    if profile:
+        return shares
     return {
         "fps": r["frames"] / span,
         "frames": r["frames"],
@@ -710,7 +747,7 @@ def main():
     global WINDOW
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", "7")))
-    ap.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET", "540")),
+    ap.add_argument("--budget", type=float, default=float(os.environ.get("BUDGET", "600")),
                     help="seconds for the whole run; throughput rounds stop early to keep it")
     ap.add_argument("--json", help="also write every measurement here")
     ap.add_argument("--quick", action="store_true", help="fewer frames and rounds (smoke test)")
@@ -738,7 +775,7 @@ def main():
 
         # throughput: every round runs every row, stock then patched
         runs = {(p, s, n): [] for p in PATHS for s, _ in sizes for n in ORDER}
-        reserve = 150  # seconds kept for the syscall pass, latency and RSS
+        reserve = 200  # seconds kept for the syscall and profile passes, latency and RSS
         round_times = []
         for rnd in range(rounds):
             spent = time.monotonic() - start
@@ -769,6 +806,18 @@ def main():
                                                               count, pump, perf_stat=True)
                         log(f"syscalls {path} {size} {name}: {sysc[(path, size, name)]}")
         results["syscalls"] = {f"{p}/{s}/{n}": v for (p, s, n), v in sysc.items()}
+
+        # where the patched QEMU's time goes: one untimed, profiled run per row
+        prof = {}
+        if not args.no_syscalls and perf_usable():
+            for path in PATHS:
+                for size, count in sizes:
+                    # about 3 s of traffic: enough samples for a share of a percent
+                    fps = median([r["fps"] for r in runs[(path, size, "patched")]])
+                    prof[(path, size)] = throughput(BINARIES["patched"], "patched", path, size,
+                                                    max(count, int(3 * fps)), pump, profile=True)
+                    log(f"profile {path} {size}: {prof[(path, size)]}")
+        results["profile"] = {f"{p}/{s}": v for (p, s), v in prof.items()}
 
         lat = []
         for n, reps in ((1, 300), (100, 300), (500, 100), (1000, 100), (2000, 40)):
@@ -813,14 +862,18 @@ def main():
     P()
     P("### Throughput (kframes/s, median of rounds; min-max in brackets)")
     P()
-    P("| path | payload | frames/run | stock | patched | patched/stock | worst round |")
+    P("| path | payload | frames/run, stock / patched | stock | patched | patched/stock "
+      "| worst round |")
     P("|---|---|---|---|---|---|---|")
     for path in PATHS:
         for size, count in sizes:
             s = [r["fps"] for r in runs[(path, size, "stock")]]
             p = [r["fps"] for r in runs[(path, size, "patched")]]
+            n_s = int(median([r["frames"] for r in runs[(path, size, "stock")]]))
+            n_p = int(median([r["frames"] for r in runs[(path, size, "patched")]]))
             per_round = [b / a for a, b in zip(s, p)]
-            P(f"| {path} | {size} B | {count} | {fmt_k(median(s))} [{fmt_k(min(s))}-{fmt_k(max(s))}] "
+            P(f"| {path} | {size} B | {n_s} / {n_p} "
+              f"| {fmt_k(median(s))} [{fmt_k(min(s))}-{fmt_k(max(s))}] "
               f"| {fmt_k(median(p))} [{fmt_k(min(p))}-{fmt_k(max(p))}] "
               f"| **{median(p) / median(s):.2f}x** | {min(per_round):.2f}x |")
     P()
@@ -875,6 +928,26 @@ def main():
         P()
     else:
         P("(syscall counts skipped: perf with syscall tracepoints is not available)")
+        P()
+    if prof:
+        P("### Cost of counting in the end-to-end time (patched; one extra, profiled run per row)")
+        P()
+        P("Share of QEMU's CPU samples (`perf record -e cpu-clock`) in `qns_counters_*`, the "
+          "call the glue makes for every packet a filter is handed (the indev and outdev "
+          "counters are updated once per read and per write, inside the library's other "
+          "functions); ns per frame = that share of the patched QEMU's CPU per frame (median "
+          "of the timed rounds). Library = every `qns_*` function and the Rust code they call.")
+        P()
+        P("| path | payload | QEMU CPU per frame (ns) | counters share | counters ns per frame "
+          "| library share |")
+        P("|---|---|---|---|---|---|")
+        for path in PATHS:
+            for size, _ in sizes:
+                sh = prof[(path, size)]
+                per_frame = median([r["qemu_cpu_per_frame"]
+                                    for r in runs[(path, size, "patched")]]) * 1e9
+                P(f"| {path} | {size} B | {per_frame:.0f} | {100 * sh['counters']:.2f}% "
+                  f"| {sh['counters'] * per_frame:.1f} | {100 * sh['library']:.1f}% |")
         P()
     P("### query-netfilter-stats latency (patched, filter-buffer filters, median round trip)")
     P()
