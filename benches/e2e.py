@@ -50,6 +50,9 @@ BINARIES = {
     "patched": os.path.join(REPO, "build", "qemu", "qemu-system-x86_64"),
 }
 ORDER = ("stock", "patched")
+# The binaries of the throughput and syscall rows: ORDER, or with --before
+# an earlier patched build between them ("before" of a change, same run).
+RUN_ORDER = ORDER
 
 # (payload bytes, frames per run); the stock binary takes ~1-3 s per row.
 SIZES = ((64, 400_000), (1514, 150_000), (9000, 40_000))
@@ -562,7 +565,7 @@ def throughput(binary, name, path, size, count, pump, perf_stat=False, profile=F
                             counts[fields[2].replace("syscalls:sys_enter_", "")] = int(fields[0])
             lost = count - r["frames"]
             dropped = None
-            if name == "patched":
+            if name != "stock":
                 st = {s["name"]: s for s in q.stats()}
                 dropped = {c["name"]: c["packets"] for c in st["r0"].get("counters", [])}["outdev-errors"]
             out.close()
@@ -632,11 +635,11 @@ class RawQmp:
         return median(times) * 1e6, reply, (cpu1 - cpu0) / reps * 1e6
 
 
-def query_latency(n, reps):
+def query_latency(n, reps, name="patched"):
     chain = []
     for i in range(n):
         chain += ["-object", f"filter-buffer,id=b{i},netdev=n0,queue=all,interval=1000000"]
-    q = Qemu(binary=BINARIES["patched"], extra_args=chain)
+    q = Qemu(binary=BINARIES[name], extra_args=chain)
     try:
         with q:
             stats = q.stats()
@@ -754,10 +757,17 @@ def main():
     ap.add_argument("--window", type=int, default=WINDOW,
                     help="bytes the sender keeps in flight (0: open loop, as fast as QEMU reads; "
                          "the patched filters then drop what does not fit their 4 MiB backlog)")
+    ap.add_argument("--before", metavar="QEMU",
+                    help="an earlier patched qemu-system-x86_64, run between stock and patched "
+                         "in the throughput and syscall rows (before/after of a change)")
     ap.add_argument("--no-syscalls", action="store_true",
                     help="skip the (untimed) pass that counts QEMU's syscalls per frame with perf")
     args = ap.parse_args()
     WINDOW = args.window
+    global RUN_ORDER
+    if args.before:
+        BINARIES["before"] = os.path.abspath(args.before)
+        RUN_ORDER = ("stock", "before", "patched")
     start = time.monotonic()
     sizes = QUICK_SIZES if args.quick else SIZES
     rounds = 2 if args.quick else args.rounds
@@ -774,7 +784,7 @@ def main():
         results["calibration"] = calibrate(pump, sizes)
 
         # throughput: every round runs every row, stock then patched
-        runs = {(p, s, n): [] for p in PATHS for s, _ in sizes for n in ORDER}
+        runs = {(p, s, n): [] for p in PATHS for s, _ in sizes for n in RUN_ORDER}
         reserve = 200  # seconds kept for the syscall and profile passes, latency and RSS
         round_times = []
         for rnd in range(rounds):
@@ -786,7 +796,7 @@ def main():
             t_round = time.monotonic()
             for path in PATHS:
                 for size, count in sizes:
-                    for name in ORDER:
+                    for name in RUN_ORDER:
                         r = throughput(BINARIES[name], name, path, size, count, pump)
                         runs[(path, size, name)].append(r)
                         log(f"round {rnd + 1} {path:6} {size:5} B {name:7}: {r['fps'] / 1e3:8.1f} kframes/s"
@@ -801,7 +811,7 @@ def main():
         if not args.no_syscalls and perf_usable():
             for path in PATHS:
                 for size, count in sizes:
-                    for name in ORDER:
+                    for name in RUN_ORDER:
                         sysc[(path, size, name)] = throughput(BINARIES[name], name, path, size,
                                                               count, pump, perf_stat=True)
                         log(f"syscalls {path} {size} {name}: {sysc[(path, size, name)]}")
@@ -824,6 +834,12 @@ def main():
             lat.append(query_latency(n, reps))
             log(f"latency {n} filters: {lat[-1]}")
         results["latency"] = lat
+        lat_before = []
+        if "before" in BINARIES:
+            for n, reps in ((1, 300), (100, 300), (1000, 100), (2000, 40)):
+                lat_before.append(query_latency(n, reps, "before"))
+                log(f"latency before {n} filters: {lat_before[-1]}")
+        results["latency_before"] = lat_before
 
         rss = {}
         for rnd in range(3):
@@ -862,9 +878,16 @@ def main():
     P()
     P("### Throughput (kframes/s, median of rounds; min-max in brackets)")
     P()
-    P("| path | payload | frames/run, stock / patched | stock | patched | patched/stock "
-      "| worst round |")
-    P("|---|---|---|---|---|---|---|")
+    if "before" in RUN_ORDER:
+        P(f"before = `{BINARIES['before']}`")
+        P()
+        P("| path | payload | frames/run, stock / patched | stock | before | patched "
+          "| patched/stock | worst round |")
+        P("|---|---|---|---|---|---|---|---|")
+    else:
+        P("| path | payload | frames/run, stock / patched | stock | patched | patched/stock "
+          "| worst round |")
+        P("|---|---|---|---|---|---|---|")
     for path in PATHS:
         for size, count in sizes:
             s = [r["fps"] for r in runs[(path, size, "stock")]]
@@ -872,9 +895,14 @@ def main():
             n_s = int(median([r["frames"] for r in runs[(path, size, "stock")]]))
             n_p = int(median([r["frames"] for r in runs[(path, size, "patched")]]))
             per_round = [b / a for a, b in zip(s, p)]
+            before = ""
+            if "before" in RUN_ORDER:
+                b = [r["fps"] for r in runs[(path, size, "before")]]
+                before = (f"{fmt_k(median(b))} [{fmt_k(min(b))}-{fmt_k(max(b))}] "
+                          f"({median(b) / median(s):.2f}x stock) | ")
             P(f"| {path} | {size} B | {n_s} / {n_p} "
-              f"| {fmt_k(median(s))} [{fmt_k(min(s))}-{fmt_k(max(s))}] "
-              f"| {fmt_k(median(p))} [{fmt_k(min(p))}-{fmt_k(max(p))}] "
+              f"| {fmt_k(median(s))} [{fmt_k(min(s))}-{fmt_k(max(s))}] | {before}"
+              f"{fmt_k(median(p))} [{fmt_k(min(p))}-{fmt_k(max(p))}] "
               f"| **{median(p) / median(s):.2f}x** | {min(per_round):.2f}x |")
     P()
     P("### QEMU main-thread CPU per frame (ns, median of rounds; independent of CPU starvation)")
@@ -899,7 +927,7 @@ def main():
     P("|---|---|---|---|---|---|---|---|---|---|")
     for path in PATHS:
         for size, _ in sizes:
-            for name in ORDER:
+            for name in RUN_ORDER:
                 rs = runs[(path, size, name)]
                 cpu = median([r["qemu_cpu"] for r in rs])
                 wait = median([r["qemu_wait"] for r in rs])
@@ -920,7 +948,7 @@ def main():
         P("|---|---|---|---|---|---|---|---|")
         for path in PATHS:
             for size, _ in sizes:
-                for name in ORDER:
+                for name in RUN_ORDER:
                     c = sysc[(path, size, name)]
                     P(f"| {path} | {size} B | {name} | {c.get('sendmsg', 0):.3f} "
                       f"| {c.get('recvfrom', 0) + c.get('recvmsg', 0):.3f} | {c.get('ppoll', 0):.3f} "
@@ -976,6 +1004,17 @@ def main():
           f"| {r['query_one_cpu_us']:.0f} | {r['hmp_cpu_us']:.0f} |")
     xs = [r["filters"] for r in lat]
     P()
+    if lat_before:
+        P("The same, `before` build (QEMU main-thread CPU per command, µs):")
+        P()
+        P("| filters | query-netfilter-stats before | after | before/after |")
+        P("|---|---|---|---|")
+        after = {r["filters"]: r for r in lat}
+        for r in lat_before:
+            a = after[r["filters"]]
+            P(f"| {r['filters']} | {r['query_cpu_us']:.0f} | {a['query_cpu_us']:.0f} "
+              f"| {r['query_cpu_us'] / a['query_cpu_us']:.2f}x |")
+        P()
     P("Fits over the filter counts (n):")
     P()
     for key, label in (("query_us", "query-netfilter-stats round trip"),

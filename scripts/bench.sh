@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every benchmark behind BENCHMARKS.md, each against baselines measured in
+# the same run:
+#   1. the indev decoder against QEMU 10.2.2's C net_fill_rstate and memcpy,
+#      and the cost of counting (benches/decoder-counters/run.sh, ~15 s);
+#   2. end to end, stock QEMU 10.2.2 against the patched one: throughput,
+#      syscalls, the counters' share of QEMU's time, query-netfilter-stats
+#      latency with 1-2000 filters, RSS with 1000 redirectors
+#      (scripts/bench-e2e.sh, ~10 minutes; builds both QEMUs if missing).
+# The reports are printed and kept in target/bench/ (decoder.md, e2e.md,
+# e2e.json). Run it on a quiet machine: the ratios hold under load, the
+# absolute rates do not.
+#
+#   scripts/bench.sh [--quick]     --quick: a 1-minute smoke run of both
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out="$repo/target/bench"
+mkdir -p "$out"
+
+if [ "${1:-}" = --quick ]; then
+    export QNS_BENCH_REPS=5
+    e2e_args=(--quick)
+elif [ -n "${1:-}" ]; then
+    echo "usage: $0 [--quick]" >&2
+    exit 2
+else
+    e2e_args=()
+fi
+
+echo "== decoder and counters (benches/decoder-counters/run.sh)" >&2
+"$repo/benches/decoder-counters/run.sh" | tee "$out/decoder.md"
+echo "== end to end (scripts/bench-e2e.sh)" >&2
+"$repo/scripts/bench-e2e.sh" "${e2e_args[@]}" --json "$out/e2e.json" | tee "$out/e2e.md"
+echo "bench: reports in $out" >&2
