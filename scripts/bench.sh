@@ -11,21 +11,21 @@
 # e2e.json). Run it on a quiet machine: the ratios hold under load, the
 # absolute rates do not.
 #
-#   scripts/bench.sh [--quick]     --quick: a 1-minute smoke run of both
+#   scripts/bench.sh [--quick] [bench-e2e options]
+#     --quick: a 1-minute smoke run of both; other options go to
+#     scripts/bench-e2e.sh (e.g. --before OLD-QEMU for a before/after table)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out="$repo/target/bench"
 mkdir -p "$out"
 
-if [ "${1:-}" = --quick ]; then
-    export QNS_BENCH_REPS=5
-    e2e_args=(--quick)
-elif [ -n "${1:-}" ]; then
-    echo "usage: $0 [--quick]" >&2
-    exit 2
-else
-    e2e_args=()
-fi
+e2e_args=()
+for arg in "$@"; do
+    if [ "$arg" = --quick ]; then
+        export QNS_BENCH_REPS=5
+    fi
+    e2e_args+=("$arg")
+done
 
 echo "== decoder and counters (benches/decoder-counters/run.sh)" >&2
 "$repo/benches/decoder-counters/run.sh" | tee "$out/decoder.md"

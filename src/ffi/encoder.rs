@@ -1,6 +1,8 @@
 //! C ABI of [`FrameEncoder`]: the outdev send path.
 
-use super::{boundary, counters::QnsCounters, iovec_slices, max_frame_len_or_default, QnsResult};
+use super::{
+    boundary, counters::QnsCounters, max_frame_len_or_default, with_iovec_slices, QnsResult,
+};
 use crate::{
     counters::QnsCounterId,
     encoder::{EncodeError, EncodedFrame, FrameEncoder},
@@ -109,27 +111,28 @@ pub unsafe extern "C" fn qns_encoder_encode(
     if out.is_null() {
         return QnsResult::NullPointer;
     }
-    // SAFETY: the caller guarantees iov describes iovcnt readable buffers.
-    let parts = match unsafe { iovec_slices(iov, iovcnt) } {
-        Ok(parts) => parts,
-        Err(e) => return e,
-    };
-    boundary(QnsResult::Panic, || {
-        match encoder.0.encode(&parts, vnet_hdr_len) {
-            Ok(frame) => {
-                // SAFETY: out is not NULL and the caller guarantees it writable.
-                unsafe { out.write(QnsFrame::from_encoded(frame)) };
-                QnsResult::Ok
-            }
-            Err(EncodeError::EmptyFrame) => QnsResult::EmptyFrame,
-            Err(EncodeError::FrameTooLarge { len, .. }) => {
-                if let Some(c) = counters {
-                    c.add(QnsCounterId::OutdevErrors, 1, len as u64);
+    let encode = |parts: &[&[u8]]| {
+        boundary(QnsResult::Panic, || {
+            match encoder.0.encode(parts, vnet_hdr_len) {
+                Ok(frame) => {
+                    // SAFETY: out is not NULL and the caller guarantees it writable.
+                    unsafe { out.write(QnsFrame::from_encoded(frame)) };
+                    QnsResult::Ok
                 }
-                QnsResult::FrameTooLarge
+                Err(EncodeError::EmptyFrame) => QnsResult::EmptyFrame,
+                Err(EncodeError::FrameTooLarge { len, .. }) => {
+                    if let Some(c) = counters {
+                        c.add(QnsCounterId::OutdevErrors, 1, len as u64);
+                    }
+                    QnsResult::FrameTooLarge
+                }
             }
-        }
-    })
+        })
+    };
+    // SAFETY: the caller guarantees iov describes iovcnt readable buffers.
+    match unsafe { with_iovec_slices(iov, iovcnt, encode) } {
+        Ok(result) | Err(result) => result,
+    }
 }
 
 /// Release a frame from [`qns_encoder_encode`] after writing it, and count

@@ -1,6 +1,8 @@
 //! C ABI of [`OutdevQueue`]: non-blocking, batched outdev writes.
 
-use super::{boundary, counters::QnsCounters, iovec_slices, max_frame_len_or_default, QnsResult};
+use super::{
+    boundary, counters::QnsCounters, max_frame_len_or_default, with_iovec_slices, QnsResult,
+};
 use crate::{
     counters::QnsCounterId,
     encoder::EncodeError,
@@ -82,28 +84,29 @@ pub unsafe extern "C" fn qns_outdev_push(
     };
     // SAFETY: the caller guarantees counters is NULL or live.
     let counters = unsafe { QnsCounters::from_ptr(counters) };
-    // SAFETY: the caller guarantees iov describes iovcnt readable buffers.
-    let parts = match unsafe { iovec_slices(iov, iovcnt) } {
-        Ok(parts) => parts,
-        Err(e) => return e,
+    let push = |parts: &[&[u8]]| {
+        boundary(QnsResult::Panic, || {
+            let refused = |result| {
+                if let Some(c) = counters {
+                    let len = parts.iter().map(|p| p.len() as u64).sum();
+                    c.add(QnsCounterId::OutdevErrors, 1, len);
+                }
+                result
+            };
+            match outdev.0.push(parts, vnet_hdr_len) {
+                Ok(()) => QnsResult::Ok,
+                Err(PushError::Encode(EncodeError::EmptyFrame)) => QnsResult::EmptyFrame,
+                Err(PushError::Encode(EncodeError::FrameTooLarge { .. })) => {
+                    refused(QnsResult::FrameTooLarge)
+                }
+                Err(PushError::BacklogFull { .. }) => refused(QnsResult::BacklogFull),
+            }
+        })
     };
-    boundary(QnsResult::Panic, || {
-        let refused = |result| {
-            if let Some(c) = counters {
-                let len = parts.iter().map(|p| p.len() as u64).sum();
-                c.add(QnsCounterId::OutdevErrors, 1, len);
-            }
-            result
-        };
-        match outdev.0.push(&parts, vnet_hdr_len) {
-            Ok(()) => QnsResult::Ok,
-            Err(PushError::Encode(EncodeError::EmptyFrame)) => QnsResult::EmptyFrame,
-            Err(PushError::Encode(EncodeError::FrameTooLarge { .. })) => {
-                refused(QnsResult::FrameTooLarge)
-            }
-            Err(PushError::BacklogFull { .. }) => refused(QnsResult::BacklogFull),
-        }
-    })
+    // SAFETY: the caller guarantees iov describes iovcnt readable buffers.
+    match unsafe { with_iovec_slices(iov, iovcnt, push) } {
+        Ok(result) | Err(result) => result,
+    }
 }
 
 /// Point `*data` and `*len` at the bytes to write next (`*len` is 0 when
