@@ -571,12 +571,14 @@ def unread_bytes(sock):
 STALL_FRAMES = [payload(60000, 100 + i) for i in range(16)]  # ~960 KB, more than the socket buffers
 
 
-def stall_outdev(q, frames=STALL_FRAMES):
-    """Send `frames` into n0 from a thread while out0's peer does not
-    read; return once the peer's socket buffer has stopped filling (QEMU is
-    stuck writing to it). Returns the sender thread."""
+def stall_outdev(q, frames=STALL_FRAMES, src=None):
+    """Send `frames` into `src` (n0's peer by default) from a thread while
+    out0's peer does not read; return once the peer's socket buffer has
+    stopped filling (QEMU is stuck writing to it). Returns the sender
+    thread."""
+    src = src or q.netdev_peer
     sender = threading.Thread(
-        target=lambda: [q.netdev_peer.sendall(frame(p)) for p in frames], daemon=True)
+        target=lambda: [src.sendall(frame(p)) for p in frames], daemon=True)
     sender.start()
     deadline = time.monotonic() + 5
     last, stable_since = -1, time.monotonic()
@@ -602,7 +604,7 @@ def drain_outdev(q, frames=STALL_FRAMES, sock=None):
     assert_quiet(sock)
 
 
-def drain_and_check(q, sender, frames):
+def drain_and_check(q, sender, frames, direction="tx"):
     """out0's peer reads again: every frame arrives, the sender finishes,
     r0 counted every frame exactly once and logged nothing."""
     drain_outdev(q, frames)
@@ -610,7 +612,8 @@ def drain_and_check(q, sender, frames):
     assert not sender.is_alive()
     total = (len(frames), sum(map(len, frames)))
     wait_counters(q, "r0", outdev=total)
-    assert r0_tx(q) == total
+    (s,) = q.stats("r0")
+    assert (s[f"packets-{direction}"], s[f"bytes-{direction}"]) == total
     assert log_lines(q) == []
 
 
@@ -647,10 +650,10 @@ FLOOD_FRAMES = [payload(60000, 200 + i) for i in range(160)]
 HELD_BACKLOG_MAX = 256 * 1024 + 69632 + 60004
 
 
-def held_backlog(q, name="r0"):
+def held_backlog(q, name="r0", direction="tx"):
     """Payload bytes the redirector has taken and not yet written whole."""
     (s,) = q.stats(name)
-    return s["bytes-tx"] - counters(q, name)["outdev"][1]
+    return s[f"bytes-{direction}"] - counters(q, name)["outdev"][1]
 
 
 def test_fast_sender_is_held_not_dropped():
@@ -713,3 +716,29 @@ def test_removing_the_filter_that_holds_the_netdev_lets_it_go_on():
         assert s["packets-tx"] == len(FLOOD_FRAMES) - taken
         assert [s["name"] for s in q.stats()] == ["r2"]
         assert_alive(q)
+
+
+def test_indev_reader_is_held_not_dropped():
+    """r1 reads frames from its indev and passes them to r0, whose outdev
+    peer does not read: at r0's high-water mark r1 stops reading its indev
+    (the indev's sender blocks in the kernel), r0's backlog stays small, and
+    once out0 is read again every frame arrives, in order, none dropped."""
+    q = Qemu(chardevs=["out0", "in1"], extra_args=[
+        "-object", "filter-redirector,id=r0,netdev=n0,queue=rx,outdev=out0",
+        "-object", "filter-redirector,id=r1,netdev=n0,queue=rx,indev=in1",
+    ])
+    with q:
+        q.out = q.connect_chardev("out0")
+        src = q.connect_chardev("in1")
+        wait_connected(q, "out0")
+        wait_connected(q, "in1")
+        sender = stall_outdev(q, FLOOD_FRAMES, src=src)
+        time.sleep(0.3)
+        assert sender.is_alive(), "in1's peer was not held back"
+        backlog = held_backlog(q, direction="rx")
+        assert 0 < backlog <= HELD_BACKLOG_MAX, backlog
+        assert counters(q, "r0")["outdev-errors"] == (0, 0)
+        assert_alive(q)
+        drain_and_check(q, sender, FLOOD_FRAMES, direction="rx")
+        total = (len(FLOOD_FRAMES), sum(map(len, FLOOD_FRAMES)))
+        wait_counters(q, "r1", indev=total)
