@@ -672,20 +672,27 @@ def test_fast_sender_is_held_not_dropped():
         drain_and_check(q, sender, FLOOD_FRAMES)
 
 
+def start_two_chardevs(second, chain):
+    """QEMU running `chain` (-object arguments) with chardevs out0 (q.out)
+    and `second`, both connected. Returns QEMU and `second`'s socket."""
+    q = Qemu(chardevs=["out0", second], extra_args=chain)
+    q.out = q.connect_chardev("out0")
+    other = q.connect_chardev(second)
+    wait_connected(q, "out0")
+    wait_connected(q, second)
+    return q, other
+
+
 def test_removing_the_filter_that_holds_the_netdev_lets_it_go_on():
     """r0 holds n0 when it is deleted: n0 must read again, so the frames
     after the ones r0 took reach the next filter, r2. What r0 had written
     whole reaches out0, what it still held is dropped and counted, and
     nothing else is lost or duplicated."""
-    q = Qemu(chardevs=["out0", "out2"], extra_args=[
+    q, out2 = start_two_chardevs("out2", [
         "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",
         "-object", "filter-redirector,id=r2,netdev=n0,queue=tx,outdev=out2",
     ])
     with q:
-        q.out = q.connect_chardev("out0")
-        out2 = q.connect_chardev("out2")
-        wait_connected(q, "out0")
-        wait_connected(q, "out2")
         sender = stall_outdev(q, FLOOD_FRAMES)
         time.sleep(0.3)
         assert sender.is_alive()
@@ -723,15 +730,11 @@ def test_indev_reader_is_held_not_dropped():
     peer does not read: at r0's high-water mark r1 stops reading its indev
     (the indev's sender blocks in the kernel), r0's backlog stays small, and
     once out0 is read again every frame arrives, in order, none dropped."""
-    q = Qemu(chardevs=["out0", "in1"], extra_args=[
+    q, src = start_two_chardevs("in1", [
         "-object", "filter-redirector,id=r0,netdev=n0,queue=rx,outdev=out0",
         "-object", "filter-redirector,id=r1,netdev=n0,queue=rx,indev=in1",
     ])
     with q:
-        q.out = q.connect_chardev("out0")
-        src = q.connect_chardev("in1")
-        wait_connected(q, "out0")
-        wait_connected(q, "in1")
         sender = stall_outdev(q, FLOOD_FRAMES, src=src)
         time.sleep(0.3)
         assert sender.is_alive(), "in1's peer was not held back"
