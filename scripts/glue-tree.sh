@@ -2,7 +2,8 @@
 # For editing the glue: make DIR a git tree of QEMU 10.2.2 with the
 # qemu-glue/ patches applied as commits. Edit there (commit --fixup, rebase),
 # then export the series back with:
-#   git -C DIR format-patch --zero-commit -o "$PWD/qemu-glue" base  (after rm qemu-glue/*)
+#   git -C DIR -c core.abbrev=8 format-patch --zero-commit -o "$PWD/qemu-glue" base
+#   (after rm qemu-glue/*; fixed ids and abbreviations keep diffs of the patches small)
 #   perl DIR/scripts/checkpatch.pl qemu-glue/*.patch
 #
 #   scripts/glue-tree.sh DIR
