@@ -73,6 +73,13 @@ fuzz() {
     scripts/fuzz.sh 60
 }
 
+bench_smoke() {
+    # Not a measurement: the decoder benchmark still builds, and every
+    # decoder it runs hands out exactly the expected frames (3 samples).
+    cargo fmt --check --manifest-path benches/decoder-counters/Cargo.toml &&
+        QNS_BENCH_REPS=3 benches/decoder-counters/run.sh >/dev/null
+}
+
 checkpatch() {
     local tree
     tree=$(readlink -f build/qemu)/..
@@ -119,6 +126,7 @@ step "rust: fmt, clippy, cargo test" rust_checks
 step "C ABI under valgrind" scripts/test-c-abi.sh
 step "miri on the FFI tests" miri
 step "fuzz the decoder against a reference model (60 s)" fuzz
+step "decoder benchmark smoke run" bench_smoke
 step "build patched QEMU (minimal)" scripts/build-qemu.sh
 step "checkpatch on qemu-glue/" checkpatch
 step "end-to-end (patched QEMU, QMP/HMP)" e2e

@@ -496,9 +496,7 @@ fn decoder_bench(reps: usize, only: &str) -> Vec<Row> {
 
 fn targets(rows: &[Row]) {
     println!("\n### Targets\n");
-    println!(
-        "| target | frame | chunks | `feed` | met | C ABI | met | C ABI, no counters | met |"
-    );
+    println!("| target | frame | chunks | `feed` | met | C ABI | met | C ABI, no counters | met |");
     println!("|---|---:|---|---:|:-:|---:|:-:|---:|:-:|");
     let ok = |b: bool| if b { "yes" } else { "**no**" };
     // One line per row a target applies to: the three figures, each with
@@ -526,7 +524,10 @@ fn targets(rows: &[Row]) {
         let f = [r.feed_vs_c, r.ffi_vs_c, r.bare_vs_c];
         line(">= 2x C frames/s", r, f, 2.0, false);
     }
-    for r in rows.iter().filter(|r| r.frame_len == 1514 || r.frame_len == 9000) {
+    for r in rows
+        .iter()
+        .filter(|r| r.frame_len == 1514 || r.frame_len == 9000)
+    {
         let f = [r.feed_vs_memcpy, r.ffi_vs_memcpy, r.bare_vs_memcpy];
         line(">= 80% of memcpy", r, f, 0.8, true);
     }
