@@ -13,7 +13,8 @@
 //!
 //! Refusing is the last resort. Long before the bound, at the high-water
 //! mark ([`OutdevQueue::congested`]), the C side asks senders that can wait
-//! (a netdev, through its `sent_cb`) to stop, and lets them go on once the
+//! (the netdev, or a redirector reading its indev, through their `sent_cb`)
+//! to stop, and lets them go on once the
 //! backlog is down to the low-water mark ([`OutdevQueue::drained`]), so a
 //! fast sender is slowed to the peer's pace instead of losing frames.
 
