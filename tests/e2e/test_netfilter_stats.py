@@ -162,9 +162,15 @@ def test_name_argument_and_bad_arguments(tmp_path):
 
         reply = q.command_raw("query-netfilter-stats", {"name": "nope"})
         assert reply["error"] == {"class": "GenericError", "desc": "netfilter 'nope' not found"}
-        # A QOM object that is not a filter is not found either.
+        # A QOM object that is not a filter is not found either: a chardev
+        # (under /chardevs), and an object under /objects, where a query by
+        # name looks first.
         reply = q.command_raw("query-netfilter-stats", {"name": "mir0"})
         assert reply["error"]["desc"] == "netfilter 'mir0' not found"
+        q.command("object-add", **{"qom-type": "iothread", "id": "io0"})
+        reply = q.command_raw("query-netfilter-stats", {"name": "io0"})
+        assert reply["error"] == {"class": "GenericError", "desc": "netfilter 'io0' not found"}
+        assert q.hmp("info netfilter-stats io0") == "Error: netfilter 'io0' not found\r\n"
 
         reply = q.command_raw("query-netfilter-stats", {"name": 42})
         assert reply["error"] == {
