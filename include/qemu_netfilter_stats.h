@@ -449,9 +449,10 @@ enum QnsResult qns_decoder_reset(const struct QnsDecoder *decoder,
                                  const struct QnsCounters *counters);
 
 /**
- * The text of the decoder's last error ("" before any), for a log message.
- * The string belongs to the decoder and stays valid until the next call on
- * it. Returns NULL if `decoder` is NULL or busy.
+ * The text of the decoder's last error ("" before any), for a log message;
+ * never NULL, so it can go straight into a `%s`. The string belongs to the
+ * decoder and stays valid until the next call on it. A NULL or busy
+ * decoder gets a static text saying so.
  *
  * # Safety
  * `decoder` must be NULL or a live decoder.
@@ -592,6 +593,16 @@ bool qns_outdev_congested(const struct QnsOutdev *outdev);
  * `outdev` NULL or live.
  */
 bool qns_outdev_drained(const struct QnsOutdev *outdev);
+
+/**
+ * Whether the first queued frame is partly written: the peer has its
+ * start and must get the rest before anything else on the stream. False
+ * for NULL.
+ *
+ * # Safety
+ * `outdev` NULL or live.
+ */
+bool qns_outdev_mid_frame(const struct QnsOutdev *outdev);
 
 /**
  * Drop every queued frame (the peer is gone), counting each, even one

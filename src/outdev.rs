@@ -102,10 +102,24 @@ impl OutdevQueue {
         self.queued() <= self.backlog_limit / LOW_WATER_DIVISOR
     }
 
+    /// The first queued frame is partly written: the peer has its start,
+    /// and must get the rest before anything else on this stream.
+    pub fn mid_frame(&self) -> bool {
+        // The head frame starts its length before its end (which may be
+        // before `bytes[0]`, once compaction dropped its written start).
+        self.frames.front().is_some_and(|&(end, payload_len)| {
+            self.sent + self.encoder.header_len() + payload_len > end
+        })
+    }
+
     /// Queue the frame whose payload is `parts`, in order.
     pub fn push(&mut self, parts: &[&[u8]], vnet_hdr_len: u32) -> Result<(), PushError> {
         let queued = self.queued();
         let len = parts.iter().map(|p| p.len()).sum::<usize>();
+        if len == 0 {
+            // Nothing to write, whatever the backlog: not an error.
+            return Err(PushError::Encode(EncodeError::EmptyFrame));
+        }
         if queued > 0 && queued + self.encoder.header_len() + len > self.backlog_limit {
             return Err(PushError::BacklogFull {
                 queued,
@@ -263,6 +277,38 @@ mod tests {
             q.push(&[&[0; 10]], 0),
             Err(PushError::BacklogFull { .. })
         ));
+        // An empty frame has nothing to write: not a full backlog.
+        assert_eq!(
+            q.push(&[], 0),
+            Err(PushError::Encode(EncodeError::EmptyFrame))
+        );
+    }
+
+    #[test]
+    fn mid_frame_is_a_head_frame_partly_written() {
+        let mut q = queue(DEFAULT_BACKLOG_LIMIT);
+        assert!(!q.mid_frame());
+        q.push(&[&[1; 10]], 0).unwrap();
+        q.push(&[&[2; 10]], 0).unwrap();
+        assert!(!q.mid_frame());
+        q.advance(3, None);
+        assert!(q.mid_frame());
+        q.advance(11, None); // the first frame, 14 bytes, is whole
+        assert!(!q.mid_frame());
+        q.advance(1, None);
+        assert!(q.mid_frame());
+        // Compaction (more than half written) keeps the answer right.
+        q.push(&[&[3; 2]], 0).unwrap();
+        q.advance(13, None);
+        assert!(!q.mid_frame());
+        q.advance(2, None);
+        assert!(q.mid_frame());
+        q.advance(4, None);
+        assert!(!q.mid_frame());
+        q.push(&[&[4; 5]], 0).unwrap();
+        q.advance(1, None);
+        q.discard(None);
+        assert!(!q.mid_frame());
     }
 
     #[test]

@@ -313,9 +313,10 @@ pub unsafe extern "C" fn qns_decoder_reset(
     })
 }
 
-/// The text of the decoder's last error ("" before any), for a log message.
-/// The string belongs to the decoder and stays valid until the next call on
-/// it. Returns NULL if `decoder` is NULL or busy.
+/// The text of the decoder's last error ("" before any), for a log message;
+/// never NULL, so it can go straight into a `%s`. The string belongs to the
+/// decoder and stays valid until the next call on it. A NULL or busy
+/// decoder gets a static text saying so.
 ///
 /// # Safety
 /// `decoder` must be NULL or a live decoder.
@@ -323,9 +324,9 @@ pub unsafe extern "C" fn qns_decoder_reset(
 pub unsafe extern "C" fn qns_decoder_error_message(decoder: *const QnsDecoder) -> *const c_char {
     // SAFETY: the caller guarantees decoder is NULL or live.
     let Some(decoder) = (unsafe { decoder.as_ref() }) else {
-        return std::ptr::null();
+        return c"no decoder".as_ptr();
     };
-    let mut message = std::ptr::null();
+    let mut message = c"decoder busy".as_ptr();
     decoder.with_state(|state| {
         message = state.last_error.as_ptr();
         QnsResult::Ok

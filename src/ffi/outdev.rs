@@ -186,6 +186,18 @@ pub unsafe extern "C" fn qns_outdev_drained(outdev: *const QnsOutdev) -> bool {
     unsafe { outdev.as_ref() }.is_none_or(|q| q.0.drained())
 }
 
+/// Whether the first queued frame is partly written: the peer has its
+/// start and must get the rest before anything else on the stream. False
+/// for NULL.
+///
+/// # Safety
+/// `outdev` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn qns_outdev_mid_frame(outdev: *const QnsOutdev) -> bool {
+    // SAFETY: the caller guarantees outdev is NULL or live.
+    unsafe { outdev.as_ref() }.is_some_and(|q| q.0.mid_frame())
+}
+
 /// Drop every queued frame (the peer is gone), counting each, even one
 /// partly written, in `counters`' `outdev-errors`. If `dropped` is not NULL,
 /// `*dropped` is how many frames were dropped.

@@ -811,7 +811,7 @@ static void on_frame_reenter(void *opaque, const uint8_t *payload, size_t len,
                                   on_frame_reenter, opaque),
                  QNS_RESULT_BUSY);
     CHECK_RESULT(qns_decoder_reset(re->self, re->counters), QNS_RESULT_BUSY);
-    CHECK(qns_decoder_error_message(re->self) == NULL);
+    CHECK_STR(qns_decoder_error_message(re->self), "decoder busy");
     qns_decoder_free(re->self); /* ignored while in use */
 
     /* ... another decoder is not. */
@@ -885,7 +885,7 @@ static void test_decoder_null(void)
     CHECK_RESULT(qns_decoder_feed(d, c, wire.data, wire.len, NULL, &r),
                  QNS_RESULT_NULL_POINTER);
     CHECK_RESULT(qns_decoder_reset(NULL, c), QNS_RESULT_NULL_POINTER);
-    CHECK(qns_decoder_error_message(NULL) == NULL);
+    CHECK_STR(qns_decoder_error_message(NULL), "no decoder");
     /* None of them consumed input or counted. */
     CHECK_EQ(r.n_seen, 0);
     CHECK_COUNT(c, QNS_COUNTER_ID_INDEV, 0, 0);
@@ -1415,7 +1415,10 @@ static void test_outdev(void)
     /* 8 + 11 + 8 + 5 = 32 queued; another 8 + 11 + 32 > 64 is refused. */
     CHECK_RESULT(qns_outdev_push(q, c, v, 2, 12), QNS_RESULT_OK);
     CHECK_RESULT(qns_outdev_push(q, c, v, 2, 12), QNS_RESULT_BACKLOG_FULL);
+    /* An empty frame into the full backlog: nothing to write, no error. */
+    CHECK_RESULT(qns_outdev_push(q, c, v, 0, 12), QNS_RESULT_EMPTY_FRAME);
     CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV_ERRORS, 1, 11);
+    CHECK(!qns_outdev_mid_frame(q));
     CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV, 0, 0);
     CHECK(qns_outdev_congested(q) && !qns_outdev_drained(q));
 
@@ -1444,7 +1447,9 @@ static void test_outdev(void)
     CHECK_RESULT(qns_outdev_pending(q, &data, &len), QNS_RESULT_OK);
     CHECK_EQ(len, 19);
     CHECK_RESULT(qns_outdev_advance(q, c, 20), QNS_RESULT_INVALID_ARGUMENT);
+    CHECK(!qns_outdev_mid_frame(q));
     CHECK_RESULT(qns_outdev_advance(q, c, 3), QNS_RESULT_OK);
+    CHECK(qns_outdev_mid_frame(q));
     /* The peer is gone: the partly written frame is dropped and counted. */
     CHECK_RESULT(qns_outdev_discard(q, c, &dropped), QNS_RESULT_OK);
     CHECK_EQ(dropped, 1);
@@ -1453,6 +1458,7 @@ static void test_outdev(void)
     CHECK_EQ(len, 0);
     CHECK(!qns_outdev_congested(q) && qns_outdev_drained(q));
     CHECK(!qns_outdev_congested(NULL) && qns_outdev_drained(NULL));
+    CHECK(!qns_outdev_mid_frame(q) && !qns_outdev_mid_frame(NULL));
 
     CHECK_RESULT(qns_outdev_push(NULL, c, v, 1, 0), QNS_RESULT_NULL_POINTER);
     CHECK_RESULT(qns_outdev_push(q, c, NULL, 1, 0), QNS_RESULT_NULL_POINTER);
