@@ -21,18 +21,18 @@ Outdev tests use a filter-redirector r0 with queue=tx and outdev=out0: what
 the wire sends into n0 is stolen by r0 and written to out0.
 """
 
-import array
-import fcntl
 import random
 import re
-import select
 import struct
-import termios
 import threading
 import time
 
 import pytest
 
+from helpers import (
+    STALL_FRAMES, assert_alive, assert_quiet, drain_and_check, drain_outdev, log_lines,
+    payload, r0_tx, stall_outdev, start_outdev, wait_connected, wait_counters, wait_tx,
+)
 from qemu import Qemu, frame, read_frame
 
 MAX_FRAME = 4096 + 65536  # NET_BUFSIZE: the largest frame the decoder accepts
@@ -45,10 +45,6 @@ VNET_IDS = ["vnet_hdr=off", "vnet_hdr=on"]
 
 def header_len(vnet):
     return 8 if vnet else 4
-
-
-def payload(n, seed):
-    return bytes((seed + i) % 251 for i in range(n))
 
 
 def vframe(p, vnet, vnet_hdr_len=0):
@@ -78,17 +74,6 @@ def truncated(received, expected=None):
 
 # --- helpers ---------------------------------------------------------------
 
-def wait_connected(q, name, connected=True, timeout=10.0):
-    """Wait until QEMU has accepted (or dropped) the chardev's client."""
-    deadline = time.monotonic() + timeout
-    while True:
-        chardev = next(c for c in q.command("query-chardev") if c["label"] == name)
-        if chardev["filename"].startswith("disconnected:") != connected:
-            return
-        assert time.monotonic() < deadline, f"chardev {name} connected != {connected}: {chardev}"
-        time.sleep(0.02)
-
-
 def start_indev(tmp_path, vnet):
     v = "on" if vnet else "off"
     return Qemu(
@@ -100,46 +85,12 @@ def start_indev(tmp_path, vnet):
     )
 
 
-def counters(q, name):
-    (s,) = q.stats(name)
-    return {c["name"]: (c["packets"], c["bytes"]) for c in s["counters"]}
-
-
-def wait_counters(q, name, timeout=5.0, **expected):
-    """Poll QMP until the filter's counters are exactly `expected` (keyword
-    names with _ for -; the counters not named must be (0, 0))."""
-    want = {"indev": (0, 0), "outdev": (0, 0), "indev-errors": (0, 0), "outdev-errors": (0, 0)}
-    want.update({k.replace("_", "-"): v for k, v in expected.items()})
-    deadline = time.monotonic() + timeout
-    while True:
-        got = counters(q, name)
-        if got == want or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert got == want
-    return got
-
-
-def assert_alive(q):
-    assert q.proc.poll() is None, f"QEMU exited: {q.stderr()}"
-    assert "status" in q.command("query-status")
-
-
 def expect_on_wire(q, payloads):
     """The frames that come out on the wire are exactly `payloads`, in order."""
     for i, p in enumerate(payloads):
         got, _ = read_frame(q.netdev_peer, timeout=5.0)
         assert got == p, f"frame {i} on the wire: {len(got)} bytes, expected {len(p)}"
     assert_quiet(q.netdev_peer)
-
-
-def assert_quiet(sock, wait=0.2):
-    readable, _, _ = select.select([sock], [], [], wait)
-    assert not readable, "unexpected data on the socket"
-
-
-def log_lines(q):
-    return [line for line in q.stderr().splitlines() if line.strip()]
 
 
 def indev_reasons(q):
@@ -473,27 +424,6 @@ def test_one_byte_at_a_time(tmp_path, vnet):
 
 # --- outdev faults ---------------------------------------------------------
 
-def start_outdev():
-    q = Qemu(chardevs=["out0"], extra_args=[
-        "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",
-    ])
-    q.out = q.connect_chardev("out0")
-    wait_connected(q, "out0")
-    return q
-
-
-def r0_tx(q):
-    (s,) = q.stats("r0")
-    return s["packets-tx"], s["bytes-tx"]
-
-
-def wait_tx(q, packets, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while r0_tx(q)[0] != packets:
-        assert time.monotonic() < deadline, f"r0 saw {r0_tx(q)}, expected {packets} packets"
-        time.sleep(0.02)
-
-
 SEND_FAILED_RE = re.compile(
     r"^[^:]+: filter-redirector 'r0': outdev 'out0': (.*) \(counted in outdev-errors; "
     r"further errors are only counted until a write succeeds\)$")
@@ -562,61 +492,6 @@ def test_outdev_send_failure_logs_the_real_error():
         assert SEND_FAILED_RE.match(lines[0]).group(1) == "peer disconnected"
 
 
-def unread_bytes(sock):
-    n = array.array("i", [0])
-    fcntl.ioctl(sock, termios.FIONREAD, n)
-    return n[0]
-
-
-STALL_FRAMES = [payload(60000, 100 + i) for i in range(16)]  # ~960 KB, more than the socket buffers
-
-
-def stall_outdev(q, frames=STALL_FRAMES, src=None):
-    """Send `frames` into `src` (n0's peer by default) from a thread while
-    out0's peer does not read; return once the peer's socket buffer has
-    stopped filling (QEMU is stuck writing to it). Returns the sender
-    thread."""
-    src = src or q.netdev_peer
-    sender = threading.Thread(
-        target=lambda: [src.sendall(frame(p)) for p in frames], daemon=True)
-    sender.start()
-    deadline = time.monotonic() + 5
-    last, stable_since = -1, time.monotonic()
-    while True:
-        now, queued = time.monotonic(), unread_bytes(q.out)
-        if queued != last:
-            last, stable_since = queued, now
-        elif queued > 0 and now - stable_since > 0.3:
-            break
-        assert now < deadline, "out0's socket buffer never filled"
-        time.sleep(0.02)
-    total = sum(len(p) + 4 for p in frames)
-    assert 0 < last < total, (last, total)
-    return sender
-
-
-def drain_outdev(q, frames=STALL_FRAMES, sock=None):
-    """Read the peer again: every frame arrives, exactly once, in order."""
-    sock = sock or q.out
-    for i, p in enumerate(frames):
-        got, _ = read_frame(sock, timeout=10.0)
-        assert got == p, f"frame {i}"
-    assert_quiet(sock)
-
-
-def drain_and_check(q, sender, frames, direction="tx"):
-    """out0's peer reads again: every frame arrives, the sender finishes,
-    r0 counted every frame exactly once and logged nothing."""
-    drain_outdev(q, frames)
-    sender.join(timeout=10)
-    assert not sender.is_alive()
-    total = (len(frames), sum(map(len, frames)))
-    wait_counters(q, "r0", outdev=total)
-    (s,) = q.stats("r0")
-    assert (s[f"packets-{direction}"], s[f"bytes-{direction}"]) == total
-    assert log_lines(q) == []
-
-
 def test_outdev_peer_stops_reading_then_resumes():
     with start_outdev() as q:
         sender = stall_outdev(q)
@@ -642,106 +517,3 @@ def test_qmp_answers_while_outdev_peer_does_not_read():
         assert answered, "QMP did not answer within 3 s while out0's peer was not reading"
 
 
-# More than twice the 4 MiB backlog bound: without pushback, frames would be
-# dropped once the bound is reached.
-FLOOD_FRAMES = [payload(60000, 200 + i) for i in range(160)]
-# The redirector holds n0 at 256 KiB queued; n0 still hands over the rest of
-# the read it is in (at most 69 KiB) before it stops.
-HELD_BACKLOG_MAX = 256 * 1024 + 69632 + 60004
-
-
-def held_backlog(q, name="r0", direction="tx"):
-    """Payload bytes the redirector has taken and not yet written whole."""
-    (s,) = q.stats(name)
-    return s[f"bytes-{direction}"] - counters(q, name)["outdev"][1]
-
-
-def test_fast_sender_is_held_not_dropped():
-    """n0's peer sends far more than the backlog bound while out0's peer
-    does not read: the redirector stops n0 at its high-water mark (the
-    sender blocks in the kernel), keeps the backlog small, and once out0 is
-    read again every frame arrives, in order, with nothing dropped."""
-    with start_outdev() as q:
-        sender = stall_outdev(q, FLOOD_FRAMES)
-        time.sleep(0.3)
-        assert sender.is_alive(), "n0's peer was not held back"
-        backlog = held_backlog(q)
-        assert 0 < backlog <= HELD_BACKLOG_MAX, backlog
-        assert counters(q, "r0")["outdev-errors"] == (0, 0)
-        assert_alive(q)
-        drain_and_check(q, sender, FLOOD_FRAMES)
-
-
-def start_two_chardevs(second, chain):
-    """QEMU running `chain` (-object arguments) with chardevs out0 (q.out)
-    and `second`, both connected. Returns QEMU and `second`'s socket."""
-    q = Qemu(chardevs=["out0", second], extra_args=chain)
-    q.out = q.connect_chardev("out0")
-    other = q.connect_chardev(second)
-    wait_connected(q, "out0")
-    wait_connected(q, second)
-    return q, other
-
-
-def test_removing_the_filter_that_holds_the_netdev_lets_it_go_on():
-    """r0 holds n0 when it is deleted: n0 must read again, so the frames
-    after the ones r0 took reach the next filter, r2. What r0 had written
-    whole reaches out0, what it still held is dropped and counted, and
-    nothing else is lost or duplicated."""
-    q, out2 = start_two_chardevs("out2", [
-        "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",
-        "-object", "filter-redirector,id=r2,netdev=n0,queue=tx,outdev=out2",
-    ])
-    with q:
-        sender = stall_outdev(q, FLOOD_FRAMES)
-        time.sleep(0.3)
-        assert sender.is_alive()
-        taken = r0_tx(q)[0]
-
-        written = counters(q, "r0")["outdev"][0]
-        q.command("object-del", id="r0")
-        # out0 gets the frames r0 wrote whole, and perhaps the start of the
-        # one it was writing: the rest of that one is dropped with r0.
-        data = bytearray()
-        while select.select([q.out], [], [], 0.5)[0]:
-            chunk = q.out.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
-        whole = []
-        while len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]:
-            n = struct.unpack(">I", data[:4])[0]
-            whole.append(bytes(data[4:4 + n]))
-            del data[:4 + n]
-        assert whole == FLOOD_FRAMES[:written]
-        assert len(data) < 4 + 60000 and written < taken
-
-        drain_outdev(q, FLOOD_FRAMES[taken:], sock=out2)
-        sender.join(timeout=10)
-        assert not sender.is_alive()
-        (s,) = q.stats("r2")
-        assert s["packets-tx"] == len(FLOOD_FRAMES) - taken
-        assert [s["name"] for s in q.stats()] == ["r2"]
-        assert_alive(q)
-
-
-def test_indev_reader_is_held_not_dropped():
-    """r1 reads frames from its indev and passes them to r0, whose outdev
-    peer does not read: at r0's high-water mark r1 stops reading its indev
-    (the indev's sender blocks in the kernel), r0's backlog stays small, and
-    once out0 is read again every frame arrives, in order, none dropped."""
-    q, src = start_two_chardevs("in1", [
-        "-object", "filter-redirector,id=r0,netdev=n0,queue=rx,outdev=out0",
-        "-object", "filter-redirector,id=r1,netdev=n0,queue=rx,indev=in1",
-    ])
-    with q:
-        sender = stall_outdev(q, FLOOD_FRAMES, src=src)
-        time.sleep(0.3)
-        assert sender.is_alive(), "in1's peer was not held back"
-        backlog = held_backlog(q, direction="rx")
-        assert 0 < backlog <= HELD_BACKLOG_MAX, backlog
-        assert counters(q, "r0")["outdev-errors"] == (0, 0)
-        assert_alive(q)
-        drain_and_check(q, sender, FLOOD_FRAMES, direction="rx")
-        total = (len(FLOOD_FRAMES), sum(map(len, FLOOD_FRAMES)))
-        wait_counters(q, "r1", indev=total)

@@ -1,0 +1,186 @@
+"""Helpers shared by the end-to-end tests: waiting on QMP for exact
+counters, and driving an outdev peer that stops reading (so that a
+filter holds its sender)."""
+
+import array
+import fcntl
+import select
+import termios
+import threading
+import time
+
+from qemu import Qemu, frame, read_frame
+
+
+def payload(n, seed):
+    return bytes((seed + i) % 251 for i in range(n))
+
+
+
+def wait_connected(q, name, connected=True, timeout=10.0):
+    """Wait until QEMU has accepted (or dropped) the chardev's client."""
+    deadline = time.monotonic() + timeout
+    while True:
+        chardev = next(c for c in q.command("query-chardev") if c["label"] == name)
+        if chardev["filename"].startswith("disconnected:") != connected:
+            return
+        assert time.monotonic() < deadline, f"chardev {name} connected != {connected}: {chardev}"
+        time.sleep(0.02)
+
+
+
+def counters(q, name):
+    (s,) = q.stats(name)
+    return {c["name"]: (c["packets"], c["bytes"]) for c in s["counters"]}
+
+
+def wait_counters(q, name, timeout=5.0, **expected):
+    """Poll QMP until the filter's counters are exactly `expected` (keyword
+    names with _ for -; the counters not named must be (0, 0))."""
+    want = {"indev": (0, 0), "outdev": (0, 0), "indev-errors": (0, 0), "outdev-errors": (0, 0)}
+    want.update({k.replace("_", "-"): v for k, v in expected.items()})
+    deadline = time.monotonic() + timeout
+    while True:
+        got = counters(q, name)
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert got == want
+    return got
+
+
+def assert_alive(q):
+    assert q.proc.poll() is None, f"QEMU exited: {q.stderr()}"
+    assert "status" in q.command("query-status")
+
+
+
+def assert_quiet(sock, wait=0.2):
+    readable, _, _ = select.select([sock], [], [], wait)
+    assert not readable, "unexpected data on the socket"
+
+
+def log_lines(q):
+    return [line for line in q.stderr().splitlines() if line.strip()]
+
+
+def start_outdev():
+    q = Qemu(chardevs=["out0"], extra_args=[
+        "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",
+    ])
+    q.out = q.connect_chardev("out0")
+    wait_connected(q, "out0")
+    return q
+
+
+def r0_tx(q):
+    (s,) = q.stats("r0")
+    return s["packets-tx"], s["bytes-tx"]
+
+
+def wait_tx(q, packets, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while r0_tx(q)[0] != packets:
+        assert time.monotonic() < deadline, f"r0 saw {r0_tx(q)}, expected {packets} packets"
+        time.sleep(0.02)
+
+
+def unread_bytes(sock):
+    n = array.array("i", [0])
+    fcntl.ioctl(sock, termios.FIONREAD, n)
+    return n[0]
+
+
+STALL_FRAMES = [payload(60000, 100 + i) for i in range(16)]  # ~960 KB, more than the socket buffers
+
+
+class Sender(threading.Thread):
+    """Sends `frames` into `sock`, one frame after the other; `sent` is how
+    many it has handed to the kernel so far."""
+
+    def __init__(self, sock, frames):
+        super().__init__(daemon=True)
+        self.sock, self.frames, self.sent, self.error = sock, frames, 0, None
+        self.start()
+
+    def run(self):
+        try:
+            for p in self.frames:
+                self.sock.sendall(frame(p))
+                self.sent += 1
+        except OSError as e:
+            # QEMU went away (or the test closed the socket): say so
+            # rather than print a traceback from the thread.
+            self.error = e
+
+    def finish(self, timeout=15):
+        """Wait for every frame to be sent."""
+        self.join(timeout=timeout)
+        assert not self.is_alive(), f"the sender is stuck after {self.sent} frames"
+        assert self.error is None, self.error
+
+
+def stall_outdev(q, frames=STALL_FRAMES, src=None):
+    """Send `frames` into `src` (n0's peer by default) from a thread while
+    out0's peer does not read; return once the peer's socket buffer has
+    stopped filling (QEMU is stuck writing to it). Returns the Sender."""
+    sender = Sender(src or q.netdev_peer, frames)
+    deadline = time.monotonic() + 5
+    last, stable_since = -1, time.monotonic()
+    while True:
+        now, queued = time.monotonic(), unread_bytes(q.out)
+        if queued != last:
+            last, stable_since = queued, now
+        elif queued > 0 and now - stable_since > 0.3:
+            break
+        assert now < deadline, "out0's socket buffer never filled"
+        time.sleep(0.02)
+    total = sum(len(p) + 4 for p in frames)
+    assert 0 < last < total, (last, total)
+    return sender
+
+
+def drain_outdev(q, frames=STALL_FRAMES, sock=None):
+    """Read the peer again: every frame arrives, exactly once, in order."""
+    sock = sock or q.out
+    for i, p in enumerate(frames):
+        got, _ = read_frame(sock, timeout=10.0)
+        assert got == p, f"frame {i}"
+    assert_quiet(sock)
+
+
+def drain_and_check(q, sender, frames, direction="tx"):
+    """out0's peer reads again: every frame arrives, the sender finishes,
+    r0 counted every frame exactly once and logged nothing."""
+    drain_outdev(q, frames)
+    sender.finish()
+    total = (len(frames), sum(map(len, frames)))
+    wait_counters(q, "r0", outdev=total)
+    (s,) = q.stats("r0")
+    assert (s[f"packets-{direction}"], s[f"bytes-{direction}"]) == total
+    assert log_lines(q) == []
+
+
+# More than twice the 4 MiB backlog bound: without pushback, frames would be
+# dropped once the bound is reached.
+FLOOD_FRAMES = [payload(60000, 200 + i) for i in range(160)]
+# The redirector holds n0 at 256 KiB queued; n0 still hands over the rest of
+# the read it is in (at most 69 KiB) before it stops.
+HELD_BACKLOG_MAX = 256 * 1024 + 69632 + 60004
+
+
+def held_backlog(q, name="r0", direction="tx"):
+    """Payload bytes the redirector has taken and not yet written whole."""
+    (s,) = q.stats(name)
+    return s[f"bytes-{direction}"] - counters(q, name)["outdev"][1]
+
+
+def start_two_chardevs(second, chain):
+    """QEMU running `chain` (-object arguments) with chardevs out0 (q.out)
+    and `second`, both connected. Returns QEMU and `second`'s socket."""
+    q = Qemu(chardevs=["out0", second], extra_args=chain)
+    q.out = q.connect_chardev("out0")
+    other = q.connect_chardev(second)
+    wait_connected(q, "out0")
+    wait_connected(q, second)
+    return q, other
