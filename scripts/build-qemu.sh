@@ -54,7 +54,8 @@ case $mode in
     full)
         configure_args+=(--enable-slirp)
         ninja_targets+=(tests/qtest/test-filter-redirector
-            tests/qtest/test-filter-mirror tests/qtest/test-netfilter) ;;
+            tests/qtest/test-filter-mirror tests/qtest/test-netfilter
+            tests/qtest/qos-test) ;;
 esac
 if [ $mode != stock ]; then
     patches=("$repo"/qemu-glue/*.patch)

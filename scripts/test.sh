@@ -9,7 +9,8 @@
 #   3. QEMU's checkpatch.pl on every glue patch
 #   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests, then the
 #      same tests with QEMU under valgrind
-#   5. the patched QEMU (default devices): QEMU's own filter qtests
+#   5. the patched QEMU (default devices): QEMU's own filter qtests and
+#      the glue's virtio-net-filter-hold qos test
 #
 # Installs what is missing (as root) or says what to install.
 set -euo pipefail
@@ -117,6 +118,17 @@ qemu_qtests() {
         echo "--- $t"
         QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" timeout 600 \
             "$build/tests/qtest/$t" --tap -k || rc=1
+    done
+    # The glue's own qos test, on every machine where libqos finds
+    # virtio-net (pc, q35).
+    echo "--- qos-test: virtio-net-filter-hold"
+    local paths
+    paths=$(QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" \
+        "$build/tests/qtest/qos-test" -l | grep '/filter-hold/' || true)
+    [ -n "$paths" ] || { echo "qos-test lists no filter-hold test"; rc=1; }
+    for t in $paths; do
+        QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" timeout 600 \
+            "$build/tests/qtest/qos-test" --tap -k -p "$t" || rc=1
     done
     rm -rf "$wrapper"
     return $rc

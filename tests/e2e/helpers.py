@@ -36,12 +36,13 @@ def counters(q, name):
 
 def wait_counters(q, name, timeout=5.0, **expected):
     """Poll QMP until the filter's counters are exactly `expected` (keyword
-    names with _ for -; the counters not named must be (0, 0))."""
-    want = {"indev": (0, 0), "outdev": (0, 0), "indev-errors": (0, 0), "outdev-errors": (0, 0)}
-    want.update({k.replace("_", "-"): v for k, v in expected.items()})
+    names with _ for -; the filter's other counters must be (0, 0))."""
+    expected = {k.replace("_", "-"): v for k, v in expected.items()}
     deadline = time.monotonic() + timeout
     while True:
         got = counters(q, name)
+        want = {k: expected.get(k, (0, 0)) for k in got}
+        assert set(expected) <= set(got), f"{name} has no {set(expected) - set(got)}"
         if got == want or time.monotonic() > deadline:
             break
         time.sleep(0.02)

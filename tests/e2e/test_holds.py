@@ -99,6 +99,35 @@ def test_indev_reader_is_held_not_dropped():
         wait_counters(q, "r1", indev=total)
 
 
+def test_mirror_holds_the_indev_reader_and_passes_every_frame_on():
+    """r1 injects frames from its indev; m0 (filter-mirror) copies each to
+    out0, whose peer does not read, and passes it on to the wire. At the
+    high-water mark m0 holds r1 (it stops reading its indev) rather than
+    drop copies; once out0 is read, both out0 and the wire have every frame
+    exactly once, in order."""
+    q, src = start_two_chardevs("in1", [
+        "-object", "filter-mirror,id=m0,netdev=n0,queue=rx,outdev=out0",
+        "-object", "filter-redirector,id=r1,netdev=n0,queue=rx,indev=in1",
+    ])
+    with q:
+        wire = []
+        reader = threading.Thread(
+            target=lambda: wire.extend(read_frame(q.netdev_peer, timeout=20)[0]
+                                       for _ in FLOOD_FRAMES), daemon=True)
+        reader.start()
+        sender = hold(q, src=src)
+        backlog = held_backlog(q, "m0", "rx")
+        assert 0 < backlog <= HELD_BACKLOG_MAX, backlog
+        drain_outdev(q, FLOOD_FRAMES)
+        sender.finish()
+        reader.join(timeout=20)
+        assert wire == FLOOD_FRAMES
+        total = (len(FLOOD_FRAMES), sum(map(len, FLOOD_FRAMES)))
+        wait_counters(q, "m0", outdev=total)
+        wait_counters(q, "r1", indev=total)
+        assert log_lines(q) == []
+
+
 # --- the holding filter is switched off, or deleted --------------------------
 
 def test_status_off_lets_the_held_netdev_flow_past_and_on_holds_again():
