@@ -213,6 +213,7 @@ fn rust_functions() -> BTreeSet<&'static str> {
         qns_outdev_advance,
         qns_outdev_congested,
         qns_outdev_drained,
+        qns_outdev_mid_frame,
         qns_outdev_discard,
         qns_stats_builder_new,
         qns_stats_builder_add,
