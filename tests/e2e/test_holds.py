@@ -357,6 +357,12 @@ def test_redirector_status_off_keeps_the_bytes_and_reconnect_works():
             seen.extend(frames)
             wait_counters(q, "r1", indev=(len(seen), sum(map(len, seen))))
 
+        def reconnect():
+            q.src.close()
+            wait_connected(q, "in1", connected=False)
+            q.src = q.connect_chardev("in1")
+            wait_connected(q, "in1")
+
         a = [payload(100, 1)]
         q.src.sendall(frame(a[0]))
         expect(a)
@@ -370,10 +376,7 @@ def test_redirector_status_off_keeps_the_bytes_and_reconnect_works():
 
         # Reconnect while off: the new connection is read once on.
         set_status(q, "r1", "off")
-        q.src.close()
-        wait_connected(q, "in1", connected=False)
-        q.src = q.connect_chardev("in1")
-        wait_connected(q, "in1")
+        reconnect()
         c = [payload(300, 4)]
         q.src.sendall(frame(c[0]))
         assert_quiet(q.out, wait=0.5)
@@ -381,10 +384,7 @@ def test_redirector_status_off_keeps_the_bytes_and_reconnect_works():
         expect(c)
 
         # Reconnect while on.
-        q.src.close()
-        wait_connected(q, "in1", connected=False)
-        q.src = q.connect_chardev("in1")
-        wait_connected(q, "in1")
+        reconnect()
         d = [payload(400, 5)]
         q.src.sendall(frame(d[0]))
         expect(d)
