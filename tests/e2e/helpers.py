@@ -86,6 +86,14 @@ def wait_tx(q, packets, timeout=5.0):
         time.sleep(0.02)
 
 
+def read_by_qemu(sender):
+    """Bytes QEMU has read of what `sender` wrote: written, less what still
+    waits in the socket (the writer may be blocked far from waking up)."""
+    n = array.array("i", [0])
+    fcntl.ioctl(sender.sock, termios.TIOCOUTQ, n)
+    return sender.bytes - n[0]
+
+
 def unread_bytes(sock):
     n = array.array("i", [0])
     fcntl.ioctl(sock, termios.FIONREAD, n)
@@ -97,17 +105,22 @@ STALL_FRAMES = [payload(60000, 100 + i) for i in range(16)]  # ~960 KB, more tha
 
 class Sender(threading.Thread):
     """Sends `frames` into `sock`, one frame after the other; `sent` is how
-    many it has handed to the kernel so far."""
+    many frames it has handed to the kernel so far, `bytes` how many bytes."""
 
     def __init__(self, sock, frames):
         super().__init__(daemon=True)
-        self.sock, self.frames, self.sent, self.error = sock, frames, 0, None
+        self.sock, self.frames, self.error = sock, frames, None
+        self.sent = self.bytes = 0
         self.start()
 
     def run(self):
         try:
             for p in self.frames:
-                self.sock.sendall(frame(p))
+                rest = memoryview(frame(p))
+                while rest:
+                    n = self.sock.send(rest)
+                    self.bytes += n
+                    rest = rest[n:]
                 self.sent += 1
         except OSError as e:
             # QEMU went away (or the test closed the socket): say so
