@@ -10,7 +10,7 @@
 #   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests, then the
 #      same tests with QEMU under valgrind
 #   5. the patched QEMU (default devices): QEMU's own filter qtests and
-#      the glue's virtio-net-filter-hold qos test
+#      the glue's e1000 and virtio-net filter-hold qtests
 #
 # Installs what is missing (as root) or says what to install.
 set -euo pipefail
@@ -114,7 +114,8 @@ qemu_qtests() {
     printf '#!/bin/sh\nexec %s -L /usr/share/seabios -L /usr/lib/ipxe/qemu "$@"\n' \
         "$build/qemu-system-x86_64" >"$wrapper/qemu-system-x86_64"
     chmod +x "$wrapper/qemu-system-x86_64"
-    for t in test-filter-redirector test-filter-mirror test-netfilter; do
+    for t in test-filter-redirector test-filter-mirror test-netfilter \
+        e1000-filter-hold-test; do
         echo "--- $t"
         QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" timeout 600 \
             "$build/tests/qtest/$t" --tap -k || rc=1
