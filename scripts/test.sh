@@ -120,13 +120,14 @@ qemu_qtests() {
         QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" timeout 600 \
             "$build/tests/qtest/$t" --tap -k || rc=1
     done
-    # The glue's own qos test, on every machine where libqos finds
-    # virtio-net (pc, q35).
-    echo "--- qos-test: virtio-net-filter-hold"
+    # QEMU's own virtio-net and e1000 qos tests (the glue changes the
+    # net core under them) and the glue's filter-hold ones.
+    echo "--- qos-test: virtio-net and e1000"
     local paths
     paths=$(QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" \
-        "$build/tests/qtest/qos-test" -l | grep '/filter-hold/' || true)
-    [ -n "$paths" ] || { echo "qos-test lists no filter-hold test"; rc=1; }
+        "$build/tests/qtest/qos-test" -l | grep -E '/(virtio-net|e1000)/' || true)
+    echo "$paths" | grep -q '/filter-hold/' ||
+        { echo "qos-test lists no filter-hold test"; rc=1; }
     for t in $paths; do
         QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" timeout 600 \
             "$build/tests/qtest/qos-test" --tap -k -p "$t" || rc=1
