@@ -57,12 +57,14 @@ class QmpError(Exception):
 class Qemu:
     """A QEMU process with a QMP connection.
 
-    `netdev_peer` is our end of the socketpair behind `-netdev socket,id=n0`.
+    `netdev_peer` is our end of the socketpair behind `-netdev socket,id=n0`
+    (or `-netdev stream`, with `netdev="stream"`: the same framing).
     `chardevs` names unix-socket chardevs (server, no wait) to create; the test
     connects to them with `connect_chardev`. `extra_args` are appended.
     """
 
-    def __init__(self, binary=None, chardevs=(), extra_args=(), env=None, wrapper=()):
+    def __init__(self, binary=None, chardevs=(), extra_args=(), env=None, wrapper=(),
+                 netdev="socket"):
         self.binary = binary or os.environ.get("QNS_QEMU", DEFAULT_BINARY)
         self.dir = tempfile.mkdtemp(prefix="qns-e2e-")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
@@ -77,7 +79,10 @@ class Qemu:
             # A test that dies must not leave QEMU behind.
             "-run-with", "exit-with-parent=on",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-            "-netdev", f"socket,id=n0,fd={theirs.fileno()}",
+            "-netdev", {
+                "socket": f"socket,id=n0,fd={theirs.fileno()}",
+                "stream": f"stream,id=n0,server=off,addr.type=fd,addr.str={theirs.fileno()}",
+            }[netdev],
             "-device", "virtio-net-device,netdev=n0",
         ]
         for name in chardevs:

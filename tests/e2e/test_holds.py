@@ -393,15 +393,17 @@ def test_redirector_status_off_keeps_the_bytes_and_reconnect_works():
 
 # --- enable_when_stopped -----------------------------------------------------
 
+@pytest.mark.parametrize("netdev", ["socket", "stream"])
 @pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
-def test_enable_when_stopped(enabled):
+def test_enable_when_stopped(enabled, netdev):
     """The VM is stopped and a frame r0 let pass (it was off) waits in the
     guest NIC's queue, so n0 stops reading. r0 is switched on: with
     enable_when_stopped, n0 reads again and what arrives reaches out0
     within a second, exactly counted, and after `cont` traffic flows on as
-    before; without it (stock behaviour) n0 waits for the guest."""
+    before; without it (stock behaviour) n0 waits for the guest. Run on
+    a socket and on a stream netdev: each has its own read_poll."""
     ews = "on" if enabled else "off"
-    q = Qemu(chardevs=["out0"], extra_args=[
+    q = Qemu(chardevs=["out0"], netdev=netdev, extra_args=[
         "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0,"
                    f"status=off,enable_when_stopped={ews}",
     ])
