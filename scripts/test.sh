@@ -125,7 +125,7 @@ qemu_qtests() {
     echo "--- qos-test: virtio-net and e1000"
     local paths
     paths=$(QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" \
-        "$build/tests/qtest/qos-test" -l | grep -E '/(virtio-net|e1000)/' || true)
+        "$build/tests/qtest/qos-test" -l | grep -E '/(virtio-net|virtio-net-pci|e1000)/' || true)
     echo "$paths" | grep -q '/filter-hold/' ||
         { echo "qos-test lists no filter-hold test"; rc=1; }
     for t in $paths; do
