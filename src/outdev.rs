@@ -12,11 +12,11 @@
 //! frames queued before a write go out together in that one write.
 //!
 //! Refusing is the last resort. Long before the bound, at the high-water
-//! mark ([`OutdevQueue::congested`]), the C side asks senders that can wait
-//! (the netdev, or a redirector reading its indev, through their `sent_cb`)
-//! to stop, and lets them go on once the
-//! backlog is down to the low-water mark ([`OutdevQueue::drained`]), so a
-//! fast sender is slowed to the peer's pace instead of losing frames.
+//! mark ([`OutdevQueue::congested`]), the C side holds the senders that can
+//! wait (the netdev, a guest NIC, or a redirector reading its indev, through
+//! QEMU's `qemu_netfilter_hold()`) and lets them go on once the backlog is
+//! down to the low-water mark ([`OutdevQueue::drained`]), so a fast sender
+//! is slowed to the peer's pace instead of losing frames.
 
 use std::collections::VecDeque;
 
