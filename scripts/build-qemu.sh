@@ -55,7 +55,8 @@ case $mode in
         configure_args+=(--enable-slirp)
         ninja_targets+=(tests/qtest/test-filter-redirector
             tests/qtest/test-filter-mirror tests/qtest/test-netfilter
-            tests/qtest/qos-test tests/qtest/e1000-filter-hold-test) ;;
+            tests/qtest/qos-test tests/qtest/e1000-filter-hold-test
+            tests/qtest/netfilter-stats-test) ;;
 esac
 if [ $mode != stock ]; then
     patches=("$repo"/qemu-glue/*.patch)

@@ -6,11 +6,13 @@
 #      (unit tests, header drift, bindgen layout check)
 #   2. the C ABI from a C program under valgrind; miri on the FFI tests;
 #      a minute of fuzzing the decoder against a reference model
-#   3. QEMU's checkpatch.pl on every glue patch
+#   3. every glue patch on its own (scripts/glue-tree.sh --check):
+#      QEMU's checkpatch.pl, an incremental build, a smoke test
 #   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests, then the
 #      same tests with QEMU under valgrind
-#   5. the patched QEMU (default devices): QEMU's own filter qtests and
-#      the glue's e1000 and virtio-net filter-hold qtests
+#   5. the patched QEMU (default devices): QEMU's own filter qtests, the
+#      glue's query-netfilter-stats qtest and its e1000 and virtio-net
+#      filter-hold qtests
 #
 # Installs what is missing (as root) or says what to install.
 set -euo pipefail
@@ -66,7 +68,8 @@ miri() {
             return 0
         }
     fi
-    cargo +nightly miri test --lib ffi
+    cargo +nightly miri test --lib -- ffi:: handle:: &&
+        cargo +nightly miri test --test ffi
 }
 
 fuzz() {
@@ -79,12 +82,6 @@ bench_smoke() {
     # decoder it runs hands out exactly the expected frames (3 samples).
     cargo fmt --check --manifest-path benches/decoder-counters/Cargo.toml &&
         QNS_BENCH_REPS=3 benches/decoder-counters/run.sh >/dev/null
-}
-
-checkpatch() {
-    local tree
-    tree=$(readlink -f build/qemu)/..
-    perl "$tree/scripts/checkpatch.pl" qemu-glue/*.patch
 }
 
 e2e() {
@@ -115,7 +112,7 @@ qemu_qtests() {
         "$build/qemu-system-x86_64" >"$wrapper/qemu-system-x86_64"
     chmod +x "$wrapper/qemu-system-x86_64"
     for t in test-filter-redirector test-filter-mirror test-netfilter \
-        e1000-filter-hold-test; do
+        netfilter-stats-test e1000-filter-hold-test; do
         echo "--- $t"
         QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" timeout 600 \
             "$build/tests/qtest/$t" --tap -k || rc=1
@@ -142,7 +139,7 @@ step "miri on the FFI tests" miri
 step "fuzz the decoder against a reference model (60 s)" fuzz
 step "decoder benchmark smoke run" bench_smoke
 step "build patched QEMU (minimal)" scripts/build-qemu.sh
-step "checkpatch on qemu-glue/" checkpatch
+step "every glue patch on its own: checkpatch, build, smoke test" scripts/glue-tree.sh --check
 step "end-to-end (patched QEMU, QMP/HMP)" e2e
 step "end-to-end with QEMU under valgrind" e2e_valgrind
 step "build patched QEMU (default devices, qtests)" scripts/build-qemu.sh --full

@@ -1,5 +1,6 @@
 //! Per-filter counters: packets and bytes in each direction, plus the named
-//! counters that only some filter types report.
+//! counters that only some filter types report (each filter class says
+//! which, through its `get_stats` hook in QEMU's `NetFilterClass`).
 //!
 //! Every value is an atomic updated with a relaxed `fetch_add`: the packet
 //! path takes no lock, several threads may count at once, and a reader (the
@@ -14,7 +15,7 @@ use std::{
 /// The direction of a packet, as QEMU's `NetFilterDirection` names it: "tx"
 /// is what the netdev sends, "rx" what it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
+#[repr(u32)]
 pub enum QnsDirection {
     /// Sent by the netdev (QEMU's `NET_FILTER_DIRECTION_TX`).
     Tx = 0,
@@ -22,9 +23,10 @@ pub enum QnsDirection {
     Rx = 1,
 }
 
-/// The filter-specific counters, in the order they are reported.
+/// The filter-specific counters. A filter class reports the ones it has, in
+/// the order it lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
+#[repr(u32)]
 pub enum QnsCounterId {
     /// Frames read whole from the indev chardev and injected.
     Indev = 0,
@@ -38,8 +40,8 @@ pub enum QnsCounterId {
 }
 
 impl QnsCounterId {
-    /// Every id, in report order.
-    const ALL: [QnsCounterId; 4] = [
+    /// Every id.
+    pub(crate) const ALL: [QnsCounterId; 4] = [
         QnsCounterId::Indev,
         QnsCounterId::Outdev,
         QnsCounterId::IndevErrors,
@@ -56,29 +58,9 @@ impl QnsCounterId {
         }
     }
 
-    /// [`QnsCounterId::c_name`] as a `&str`.
-    pub fn name(self) -> &'static str {
-        // The names are ASCII literals.
-        self.c_name().to_str().unwrap_or_default()
-    }
-
     /// The id with this numeric value, if there is one (C may pass anything).
     pub fn from_raw(raw: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|id| *id as u32 == raw)
-    }
-
-    fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
-}
-
-/// Which filter-specific counters a filter of this QOM type reports.
-fn counters_for_type(qom_type: &str) -> u8 {
-    use QnsCounterId::*;
-    match qom_type {
-        "filter-redirector" => Indev.bit() | Outdev.bit() | IndevErrors.bit() | OutdevErrors.bit(),
-        "filter-mirror" => Outdev.bit() | OutdevErrors.bit(),
-        _ => 0,
     }
 }
 
@@ -117,19 +99,9 @@ pub struct FilterCounters {
     tx: PacketsAndBytes,
     rx: PacketsAndBytes,
     named: [PacketsAndBytes; QnsCounterId::ALL.len()],
-    reported: u8,
 }
 
 impl FilterCounters {
-    /// Counters for a filter of QOM type `qom_type` (e.g. `filter-redirector`),
-    /// which decides the filter-specific counters it reports.
-    pub fn for_type(qom_type: &str) -> Self {
-        Self {
-            reported: counters_for_type(qom_type),
-            ..Self::default()
-        }
-    }
-
     /// Count one packet of `bytes` bytes handed to the filter in `direction`.
     #[inline]
     pub fn count_packet(&self, direction: QnsDirection, bytes: u64) {
@@ -153,17 +125,9 @@ impl FilterCounters {
         }
     }
 
-    /// The value of counter `id` (counted whether or not it is reported).
+    /// The value of counter `id`.
     pub fn get(&self, id: QnsCounterId) -> Count {
         self.named[id as usize].read()
-    }
-
-    /// The filter-specific counters this filter reports, in report order.
-    pub fn reported(&self) -> impl Iterator<Item = (QnsCounterId, Count)> + '_ {
-        QnsCounterId::ALL
-            .into_iter()
-            .filter(|id| self.reported & id.bit() != 0)
-            .map(|id| (id, self.get(id)))
     }
 }
 
@@ -175,7 +139,7 @@ mod tests {
 
     #[test]
     fn counts_each_direction_exactly() {
-        let c = FilterCounters::for_type("filter-buffer");
+        let c = FilterCounters::default();
         c.count_packet(QnsDirection::Tx, 60);
         c.count_packet(QnsDirection::Tx, 1514);
         c.count_packet(QnsDirection::Rx, 42);
@@ -193,20 +157,25 @@ mod tests {
                 bytes: 42
             }
         );
-        assert_eq!(c.reported().count(), 0);
     }
 
     #[test]
-    fn redirector_reports_its_counters_in_order() {
-        let c = FilterCounters::for_type("filter-redirector");
+    fn named_counters_are_separate() {
+        let c = FilterCounters::default();
         c.add(QnsCounterId::Outdev, 1, 100);
         c.add(QnsCounterId::Indev, 2, 20);
-        let names: Vec<_> = c
-            .reported()
-            .map(|(id, n)| (id.name(), n.packets, n.bytes))
+        let got: Vec<_> = QnsCounterId::ALL
+            .into_iter()
+            .map(|id| {
+                (
+                    id.c_name().to_str().unwrap(),
+                    c.get(id).packets,
+                    c.get(id).bytes,
+                )
+            })
             .collect();
         assert_eq!(
-            names,
+            got,
             vec![
                 ("indev", 2, 20),
                 ("outdev", 1, 100),
@@ -214,11 +183,6 @@ mod tests {
                 ("outdev-errors", 0, 0)
             ]
         );
-        let mirror: Vec<_> = FilterCounters::for_type("filter-mirror")
-            .reported()
-            .map(|(id, _)| id.name())
-            .collect();
-        assert_eq!(mirror, vec!["outdev", "outdev-errors"]);
     }
 
     #[test]
@@ -229,7 +193,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_lose_nothing() {
-        let c = Arc::new(FilterCounters::for_type("filter-redirector"));
+        let c = Arc::new(FilterCounters::default());
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let c = Arc::clone(&c);

@@ -1,9 +1,8 @@
 //! The receive side of the redirector wire format: a streaming decoder.
 //!
-//! Each frame on the wire is a 4-byte big-endian payload length, then (only
-//! when the filter's `vnet_hdr_support` is on) a 4-byte big-endian vnet header
-//! length, then the payload. A chardev hands the bytes over in chunks of any
-//! size, so a header, or a payload, may be split across any number of chunks.
+//! The format is in [`crate::wire`]. A chardev hands the bytes over in chunks
+//! of any size, so a header, or a payload, may be split across any number of
+//! chunks.
 //!
 //! [`FrameDecoder::feed`] hands out every complete frame. A frame that lies
 //! whole inside the chunk is a slice of the chunk (no copy); only a frame that
@@ -21,10 +20,8 @@
 
 use std::fmt;
 
-/// QEMU's `NET_BUFSIZE` (4096 + 65536): the largest frame QEMU 10.2.2 accepts.
-pub const DEFAULT_MAX_FRAME_LEN: u32 = 4096 + 65536;
-
-const LEN_FIELD: usize = 4;
+pub use crate::wire::DEFAULT_MAX_FRAME_LEN;
+use crate::wire::{self, LEN_FIELD, MAX_HEADER_LEN};
 
 /// One decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +135,7 @@ pub struct FrameDecoder {
     vnet_hdr: bool,
     max_frame_len: u32,
     state: State,
-    header: [u8; 2 * LEN_FIELD],
+    header: [u8; MAX_HEADER_LEN],
     buf: Vec<u8>,
 }
 
@@ -150,7 +147,7 @@ impl FrameDecoder {
             vnet_hdr,
             max_frame_len,
             state: State::Header { have: 0 },
-            header: [0; 2 * LEN_FIELD],
+            header: [0; MAX_HEADER_LEN],
             buf: Vec::new(),
         }
     }
@@ -176,11 +173,7 @@ impl FrameDecoder {
     }
 
     fn header_len(&self) -> usize {
-        if self.vnet_hdr {
-            2 * LEN_FIELD
-        } else {
-            LEN_FIELD
-        }
+        wire::header_len(self.vnet_hdr)
     }
 
     /// Back to a clean state, ready for a new stream; frees the assembly
@@ -302,9 +295,9 @@ impl FrameDecoder {
         let Some(header) = chunk.get(..header_len) else {
             return Fast::Slow;
         };
-        let len = read_be32(header, 0);
+        let len = wire::read_len(header, 0);
         let vnet_hdr_len = if self.vnet_hdr {
-            read_be32(header, LEN_FIELD)
+            wire::read_len(header, LEN_FIELD)
         } else {
             0
         };
@@ -335,9 +328,9 @@ impl FrameDecoder {
         F: FnMut(Decoded<'_>),
     {
         let header_len = self.header_len();
-        let len = read_be32(&self.header, 0);
+        let len = wire::read_len(&self.header, 0);
         let vnet_hdr_len = if self.vnet_hdr {
-            read_be32(&self.header, LEN_FIELD)
+            wire::read_len(&self.header, LEN_FIELD)
         } else {
             0
         };
@@ -394,13 +387,6 @@ impl FrameDecoder {
             self.buf.reserve_exact(target - self.buf.len());
         }
     }
-}
-
-#[inline]
-fn read_be32(bytes: &[u8], at: usize) -> u32 {
-    let mut field = [0; LEN_FIELD];
-    field.copy_from_slice(&bytes[at..at + LEN_FIELD]);
-    u32::from_be_bytes(field)
 }
 
 #[cfg(test)]

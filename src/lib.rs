@@ -2,11 +2,13 @@
 //! format, behind a C ABI that QEMU's C glue calls.
 //!
 //! The safe Rust parts, one idea per module:
+//! - [`wire`]: the redirector wire format (frame headers, encoding);
 //! - [`decoder`]: the indev receive path, a streaming frame decoder;
-//! - [`encoder`]: the outdev send path, one buffer per frame;
 //! - [`outdev`]: the outdev send queue: non-blocking, batched, bounded;
 //! - [`counters`]: per-filter packet and byte counters (atomics);
-//! - [`stats`]: the list behind `query-netfilter-stats`.
+//! - [`stats`]: the list behind `query-netfilter-stats`;
+//! - [`result`]: the result codes of the C ABI, and their messages;
+//! - [`handle`]: the state behind a C handle, with the panic boundary.
 //!
 //! [`ffi`] is the C ABI over them and the only module with `unsafe` code; the
 //! header `include/qemu_netfilter_stats.h` is generated from it.
@@ -15,8 +17,10 @@
 
 pub mod counters;
 pub mod decoder;
-pub mod encoder;
 #[allow(unsafe_code)]
 pub mod ffi;
+pub mod handle;
 pub mod outdev;
+pub mod result;
 pub mod stats;
+pub mod wire;

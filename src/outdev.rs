@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 
 use crate::{
     counters::{FilterCounters, QnsCounterId},
-    encoder::{EncodeError, FrameEncoder},
+    wire::{self, EncodeError},
 };
 
 /// Default bound on queued bytes (headers included) per outdev.
@@ -57,7 +57,8 @@ pub enum PushError {
 /// Queued frames for one outdev.
 #[derive(Debug)]
 pub struct OutdevQueue {
-    encoder: FrameEncoder,
+    vnet_hdr: bool,
+    max_frame_len: u32,
     backlog_limit: usize,
     /// Encoded frames; `bytes[sent..]` is not written yet.
     bytes: Vec<u8>,
@@ -74,7 +75,8 @@ impl OutdevQueue {
     /// always accepted into an empty queue).
     pub fn new(vnet_hdr: bool, max_frame_len: u32, backlog_limit: usize) -> Self {
         Self {
-            encoder: FrameEncoder::new(vnet_hdr, max_frame_len),
+            vnet_hdr,
+            max_frame_len,
             backlog_limit,
             bytes: Vec::new(),
             sent: 0,
@@ -85,11 +87,6 @@ impl OutdevQueue {
     /// Bytes queued and not written yet.
     pub fn queued(&self) -> usize {
         self.bytes.len() - self.sent
-    }
-
-    /// Frames queued and not completely written yet.
-    pub fn queued_frames(&self) -> usize {
-        self.frames.len()
     }
 
     /// At or above the high-water mark: senders that can wait should.
@@ -108,7 +105,7 @@ impl OutdevQueue {
         // The head frame starts its length before its end (which may be
         // before `bytes[0]`, once compaction dropped its written start).
         self.frames.front().is_some_and(|&(end, payload_len)| {
-            self.sent + self.encoder.header_len() + payload_len > end
+            self.sent + wire::header_len(self.vnet_hdr) + payload_len > end
         })
     }
 
@@ -120,7 +117,7 @@ impl OutdevQueue {
             // Nothing to write, whatever the backlog: not an error.
             return Err(PushError::Encode(EncodeError::EmptyFrame));
         }
-        if queued > 0 && queued + self.encoder.header_len() + len > self.backlog_limit {
+        if queued > 0 && queued + wire::header_len(self.vnet_hdr) + len > self.backlog_limit {
             return Err(PushError::BacklogFull {
                 queued,
                 limit: self.backlog_limit,
@@ -132,10 +129,14 @@ impl OutdevQueue {
             self.bytes.clear();
             self.sent = 0;
         }
-        let payload_len = self
-            .encoder
-            .encode_into(parts, vnet_hdr_len, &mut self.bytes)
-            .map_err(PushError::Encode)?;
+        let payload_len = wire::encode_into(
+            self.vnet_hdr,
+            self.max_frame_len,
+            parts,
+            vnet_hdr_len,
+            &mut self.bytes,
+        )
+        .map_err(PushError::Encode)?;
         self.frames.push_back((self.bytes.len(), payload_len));
         Ok(())
     }
@@ -218,7 +219,7 @@ mod tests {
 
     #[test]
     fn frames_go_out_together_and_in_order() {
-        let c = FilterCounters::for_type("filter-redirector");
+        let c = FilterCounters::default();
         let mut q = queue(DEFAULT_BACKLOG_LIMIT);
         q.push(&[b"ab"], 0).unwrap();
         q.push(&[b"c", b"de"], 0).unwrap();
@@ -236,7 +237,7 @@ mod tests {
 
     #[test]
     fn partial_writes_count_a_frame_once_it_is_whole() {
-        let c = FilterCounters::for_type("filter-redirector");
+        let c = FilterCounters::default();
         let mut q = OutdevQueue::new(true, DEFAULT_MAX_FRAME_LEN, DEFAULT_BACKLOG_LIMIT);
         q.push(&[&[7; 100]], 12).unwrap();
         q.push(&[&[8; 50]], 12).unwrap();
@@ -346,7 +347,7 @@ mod tests {
 
     #[test]
     fn discard_counts_every_queued_frame() {
-        let c = FilterCounters::for_type("filter-mirror");
+        let c = FilterCounters::default();
         let mut q = queue(DEFAULT_BACKLOG_LIMIT);
         q.push(&[&[1; 10]], 0).unwrap();
         q.push(&[&[1; 20]], 0).unwrap();
@@ -380,7 +381,7 @@ mod tests {
 
     #[test]
     fn compaction_keeps_offsets_right() {
-        let c = FilterCounters::for_type("filter-mirror");
+        let c = FilterCounters::default();
         let mut q = queue(DEFAULT_BACKLOG_LIMIT);
         let mut expected = Vec::new();
         let mut written = Vec::new();

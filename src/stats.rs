@@ -1,92 +1,159 @@
-//! The list behind `query-netfilter-stats`: one entry per filter, built from
-//! the filters the C side walks.
+//! The list behind `query-netfilter-stats`, built in one pass over the
+//! filters the C side walks: per filter one entry with its two directions,
+//! then the filter-specific counters its class reports, in its order.
+//!
+//! The list is the C view itself (`#[repr(C)]` types). Its strings are the
+//! filter's own (QOM id, netdev id, type name), borrowed, not copied: the
+//! caller converts the list to QAPI types, which copies each string once,
+//! before the filters can change (QEMU holds the BQL throughout).
 
-use std::{ffi::CString, fmt};
+use std::ffi::c_char;
 
-use crate::counters::{Count, FilterCounters, QnsCounterId, QnsDirection};
+use crate::counters::{FilterCounters, QnsCounterId, QnsDirection};
 
-/// One filter's statistics, as the QMP reply carries them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilterStats {
-    /// The filter's QOM id.
-    pub name: CString,
-    /// The id of the netdev it is attached to.
-    pub netdev: CString,
-    /// Its QOM type name (`filter-redirector`, ...).
-    pub qom_type: CString,
-    /// Packets and bytes the netdev sent through it.
-    pub tx: Count,
-    /// Packets and bytes the netdev received through it.
-    pub rx: Count,
-    /// Filter-specific counters, in [`QnsCounterId`] order.
-    pub counters: Vec<(QnsCounterId, Count)>,
+/// One filter-specific counter in a `QnsFilterStats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct QnsCounterStats {
+    /// The counter's name (`indev`, `outdev`, ...), a static string.
+    pub name: *const c_char,
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted.
+    pub bytes: u64,
 }
 
-/// The query named a filter that does not exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilterNotFound(pub String);
-
-impl fmt::Display for FilterNotFound {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "netfilter '{}' not found", self.0)
-    }
+/// One filter's entry in a `QnsStatsList`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct QnsFilterStats {
+    /// The filter's QOM id (the string given to `qns_stats_builder_add()`).
+    pub name: *const c_char,
+    /// The id of its netdev (likewise).
+    pub netdev: *const c_char,
+    /// Its QOM type name (likewise).
+    pub qom_type: *const c_char,
+    /// Packets the netdev sent through the filter.
+    pub packets_tx: u64,
+    /// Packets the netdev received through the filter.
+    pub packets_rx: u64,
+    /// Bytes the netdev sent through the filter.
+    pub bytes_tx: u64,
+    /// Bytes the netdev received through the filter.
+    pub bytes_rx: u64,
+    /// `n_counters` filter-specific counters, in the order the filter's
+    /// class listed them. NULL when `n_counters` is 0.
+    pub counters: *const QnsCounterStats,
+    /// Entries at `counters`.
+    pub n_counters: usize,
 }
 
-impl std::error::Error for FilterNotFound {}
+/// The result of a query: `len` filters in the order they were added.
+#[derive(Debug)]
+#[repr(C)]
+pub struct QnsStatsList {
+    /// The entries; NULL when `len` is 0.
+    pub filters: *const QnsFilterStats,
+    /// Entries at `filters`.
+    pub len: usize,
+}
 
-/// Collects the filters the C side walks, keeping every one, or only the one
-/// named in the query.
+/// A finished list: the C view first (a pointer to it is a pointer to the
+/// whole), then the storage it points into.
+#[derive(Debug)]
+#[repr(C)]
+pub struct OwnedStatsList {
+    /// What C reads.
+    pub view: QnsStatsList,
+    filters: Vec<QnsFilterStats>,
+    counters: Vec<QnsCounterStats>,
+}
+
+/// Collects the filters of one query.
 #[derive(Debug, Default)]
 pub struct StatsListBuilder {
-    only: Option<CString>,
-    entries: Vec<FilterStats>,
+    filters: Vec<QnsFilterStats>,
+    /// Every filter's counters, one after the other.
+    counters: Vec<QnsCounterStats>,
+}
+
+/// `slice.as_ptr()`, or NULL for an empty slice (as the C view promises).
+fn ptr_or_null<T>(slice: &[T]) -> *const T {
+    if slice.is_empty() {
+        std::ptr::null()
+    } else {
+        slice.as_ptr()
+    }
 }
 
 impl StatsListBuilder {
-    /// A builder for all filters (`only` is `None`) or for the one named.
-    pub fn new(only: Option<CString>) -> Self {
-        Self {
-            only,
-            entries: Vec::new(),
-        }
-    }
-
-    /// Whether a filter named `name` belongs in the list; lets the caller skip
-    /// work for filters that do not.
-    pub fn wants(&self, name: &std::ffi::CStr) -> bool {
-        self.only.as_deref().is_none_or(|only| only == name)
-    }
-
-    /// Add one filter, snapshotting its counters now.
+    /// Add one filter, reading its two directions now. The strings are
+    /// kept as they are, to be read by whoever reads the list.
     pub fn add(
         &mut self,
-        name: &std::ffi::CStr,
-        netdev: &std::ffi::CStr,
-        qom_type: &std::ffi::CStr,
+        name: *const c_char,
+        netdev: *const c_char,
+        qom_type: *const c_char,
         counters: &FilterCounters,
     ) {
-        if !self.wants(name) {
-            return;
-        }
-        self.entries.push(FilterStats {
-            name: name.to_owned(),
-            netdev: netdev.to_owned(),
-            qom_type: qom_type.to_owned(),
-            tx: counters.direction(QnsDirection::Tx),
-            rx: counters.direction(QnsDirection::Rx),
-            counters: counters.reported().collect(),
+        let (tx, rx) = (
+            counters.direction(QnsDirection::Tx),
+            counters.direction(QnsDirection::Rx),
+        );
+        self.filters.push(QnsFilterStats {
+            name,
+            netdev,
+            qom_type,
+            packets_tx: tx.packets,
+            packets_rx: rx.packets,
+            bytes_tx: tx.bytes,
+            bytes_rx: rx.bytes,
+            // An index into `self.counters` until `finish` makes it a
+            // pointer (the vector may still move).
+            counters: std::ptr::null(),
+            n_counters: 0,
         });
     }
 
-    /// The list, in the order the filters were added; an error when a filter
-    /// was named and not found.
-    pub fn finish(self) -> Result<Vec<FilterStats>, FilterNotFound> {
-        match self.only {
-            Some(only) if self.entries.is_empty() => {
-                Err(FilterNotFound(only.to_string_lossy().into_owned()))
+    /// Add the counters `ids` (in that order) of `counters` to the filter
+    /// added last. Returns false, adding nothing, when no filter was added.
+    pub fn add_counters(&mut self, counters: &FilterCounters, ids: &[QnsCounterId]) -> bool {
+        let Some(last) = self.filters.last_mut() else {
+            return false;
+        };
+        last.n_counters += ids.len();
+        self.counters.extend(ids.iter().map(|&id| {
+            let count = counters.get(id);
+            QnsCounterStats {
+                name: id.c_name().as_ptr(),
+                packets: count.packets,
+                bytes: count.bytes,
             }
-            _ => Ok(self.entries),
+        }));
+        true
+    }
+
+    /// The list, in the order the filters were added.
+    pub fn finish(self) -> Box<OwnedStatsList> {
+        let Self {
+            mut filters,
+            counters,
+        } = self;
+        // The counters' heap buffer does not move when the vector moves
+        // into the box, so pointers into it stay valid.
+        let mut start = 0;
+        for f in &mut filters {
+            f.counters = ptr_or_null(&counters[start..start + f.n_counters]);
+            start += f.n_counters;
         }
+        Box::new(OwnedStatsList {
+            view: QnsStatsList {
+                filters: ptr_or_null(&filters),
+                len: filters.len(),
+            },
+            filters,
+            counters,
+        })
     }
 }
 
@@ -94,75 +161,86 @@ impl StatsListBuilder {
 mod tests {
     use super::*;
 
-    fn c(s: &str) -> CString {
-        CString::new(s).unwrap()
+    /// The counters behind one entry, as (name, packets, bytes).
+    fn counters_of(list: &OwnedStatsList, i: usize) -> Vec<(String, u64, u64)> {
+        let f = &list.filters[i];
+        let start: usize = list.filters[..i].iter().map(|f| f.n_counters).sum();
+        let entries = &list.counters[start..start + f.n_counters];
+        assert_eq!(f.counters, ptr_or_null(entries));
+        entries
+            .iter()
+            .map(|c| {
+                let id = QnsCounterId::ALL
+                    .into_iter()
+                    .find(|id| id.c_name().as_ptr() == c.name)
+                    .unwrap();
+                (id.c_name().to_str().unwrap().to_owned(), c.packets, c.bytes)
+            })
+            .collect()
     }
 
-    fn two_filters(builder: &mut StatsListBuilder) {
-        let r = FilterCounters::for_type("filter-redirector");
+    #[test]
+    fn one_pass_keeps_walk_order_and_each_class_order() {
+        let (r, b, m) = (
+            FilterCounters::default(),
+            FilterCounters::default(),
+            FilterCounters::default(),
+        );
         r.count_packet(QnsDirection::Tx, 100);
         r.add(QnsCounterId::Indev, 1, 60);
-        let b = FilterCounters::for_type("filter-buffer");
         b.count_packet(QnsDirection::Rx, 7);
-        builder.add(&c("r0"), &c("n0"), &c("filter-redirector"), &r);
-        builder.add(&c("b0"), &c("n0"), &c("filter-buffer"), &b);
-    }
-
-    #[test]
-    fn lists_every_filter_in_walk_order() {
-        let mut b = StatsListBuilder::new(None);
-        two_filters(&mut b);
-        let list = b.finish().unwrap();
-        assert_eq!(list.len(), 2);
-        assert_eq!(list[0].name, c("r0"));
+        m.add(QnsCounterId::OutdevErrors, 2, 3);
+        let names = [c"r0", c"b0", c"m0"];
+        let mut builder = StatsListBuilder::default();
+        assert!(!builder.add_counters(&r, &[QnsCounterId::Indev]));
+        builder.add(
+            names[0].as_ptr(),
+            c"n0".as_ptr(),
+            c"filter-redirector".as_ptr(),
+            &r,
+        );
+        assert!(builder.add_counters(&r, &[QnsCounterId::Indev, QnsCounterId::Outdev]));
+        builder.add(
+            names[1].as_ptr(),
+            c"n0".as_ptr(),
+            c"filter-buffer".as_ptr(),
+            &b,
+        );
+        builder.add(
+            names[2].as_ptr(),
+            c"n1".as_ptr(),
+            c"filter-mirror".as_ptr(),
+            &m,
+        );
+        assert!(builder.add_counters(&m, &[QnsCounterId::OutdevErrors, QnsCounterId::Outdev]));
+        let list = builder.finish();
+        assert_eq!(list.view.len, 3);
+        assert_eq!(list.view.filters, list.filters.as_ptr());
+        let f = &list.filters;
         assert_eq!(
-            list[0].tx,
-            Count {
-                packets: 1,
-                bytes: 100
-            }
+            f.iter().map(|f| f.name).collect::<Vec<_>>(),
+            names.map(|n| n.as_ptr())
         );
         assert_eq!(
-            list[0].counters[0],
-            (
-                QnsCounterId::Indev,
-                Count {
-                    packets: 1,
-                    bytes: 60
-                }
-            )
+            (f[0].packets_tx, f[0].bytes_tx, f[0].packets_rx),
+            (1, 100, 0)
         );
-        assert_eq!(list[0].counters.len(), 4);
-        assert_eq!(list[1].name, c("b0"));
+        assert_eq!((f[1].packets_rx, f[1].bytes_rx), (1, 7));
         assert_eq!(
-            list[1].rx,
-            Count {
-                packets: 1,
-                bytes: 7
-            }
+            counters_of(&list, 0),
+            [("indev".into(), 1, 60), ("outdev".into(), 0, 0)]
         );
-        assert!(list[1].counters.is_empty());
-    }
-
-    #[test]
-    fn named_query_keeps_exactly_that_filter() {
-        let mut b = StatsListBuilder::new(Some(c("b0")));
-        two_filters(&mut b);
-        let list = b.finish().unwrap();
-        assert_eq!(list.len(), 1);
-        assert_eq!(list[0].name, c("b0"));
-    }
-
-    #[test]
-    fn unknown_name_is_an_error_naming_it() {
-        let mut b = StatsListBuilder::new(Some(c("nope")));
-        two_filters(&mut b);
-        let err = b.finish().unwrap_err();
-        assert_eq!(err.to_string(), "netfilter 'nope' not found");
+        assert_eq!(counters_of(&list, 1), []);
+        assert!(f[1].counters.is_null());
+        assert_eq!(
+            counters_of(&list, 2),
+            [("outdev-errors".into(), 2, 3), ("outdev".into(), 0, 0)]
+        );
     }
 
     #[test]
     fn no_filters_is_an_empty_list() {
-        assert_eq!(StatsListBuilder::new(None).finish().unwrap(), vec![]);
+        let list = StatsListBuilder::default().finish();
+        assert_eq!((list.view.len, list.view.filters), (0, std::ptr::null()));
     }
 }

@@ -20,3 +20,13 @@ fn committed_header_matches_the_code() {
         "include/qemu_netfilter_stats.h is stale: run scripts/update-header.sh and commit it"
     );
 }
+
+/// The header's comments are C documentation: no Rust intra-doc link such
+/// as "[`qns_decoder_new`]" may leak into them from the doc comments.
+#[test]
+fn header_comments_have_no_rust_link_syntax() {
+    let header = include_str!("../include/qemu_netfilter_stats.h");
+    for (n, line) in header.lines().enumerate() {
+        assert!(!line.contains("[`"), "line {}: {line}", n + 1);
+    }
+}

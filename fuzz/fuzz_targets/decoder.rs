@@ -39,7 +39,7 @@
 use libfuzzer_sys::fuzz_target;
 use qemu_netfilter_stats::decoder::{DecodeError, Decoded, FrameDecoder, DEFAULT_MAX_FRAME_LEN};
 
-const LEN_FIELD: usize = 4;
+use qemu_netfilter_stats::wire::{header_len, LEN_FIELD};
 
 // ---------------------------------------------------------------------------
 // Input decoding
@@ -233,11 +233,7 @@ impl Model {
     }
 
     fn header_len(&self) -> usize {
-        if self.vnet_hdr {
-            2 * LEN_FIELD
-        } else {
-            LEN_FIELD
-        }
+        header_len(self.vnet_hdr)
     }
 
     fn is_desynchronized(&self) -> bool {

@@ -1,121 +1,93 @@
 //! The C ABI: the only module with `unsafe` code.
 //!
-//! Rules every export follows:
-//! - it is `unsafe extern "C"` with a `# Safety` section saying what C must
-//!   guarantee;
-//! - it checks its pointers first (NULL is an error code, never a crash);
-//! - it runs inside [`boundary`], so a Rust panic becomes
-//!   [`QnsResult::Panic`] (or NULL) instead of unwinding into C;
-//! - out-parameters are written only on success.
+//! Every export is `unsafe extern "C"` (or safe, when it takes no pointer)
+//! with a `# Safety` section saying what C must guarantee, and is written as
+//! its checks, one line, then its body:
+//! - [`arg!`] turns a handle or object pointer into a reference, and a NULL
+//!   one into `QNS_RESULT_NULL_POINTER` (or the export's own fallback);
+//!   [`out!`] does the same for an out-parameter, written only on success;
+//! - a handle's state is reached through [`Handle::with`](crate::handle::Handle::with), the panic
+//!   boundary: a Rust panic becomes `QNS_RESULT_PANIC` instead of unwinding
+//!   into C, and poisons the handle, so that every later call on it gets
+//!   `QNS_RESULT_POISONED`, never half-updated state.
+//!
+//! An export that does not go through [`Handle::with`](crate::handle::Handle::with) says why it cannot
+//! panic, and `tests::exports_outside_the_boundary_do_not_panic` calls each
+//! with hostile arguments. (A panic escaping an `extern "C"` function would
+//! abort QEMU, not corrupt it.)
 //!
 //! The header `include/qemu_netfilter_stats.h` is generated from this module
-//! by cbindgen (see `build.rs`).
+//! by cbindgen (see `build.rs`), so doc comments here are C documentation:
+//! they name functions as `qns_foo()`, never with Rust link syntax.
 
-use std::{
-    ffi::{c_char, CStr},
-    panic::{catch_unwind, AssertUnwindSafe},
-};
+use std::ffi::c_char;
+
+pub use crate::result::QnsResult;
 
 pub mod counters;
 pub mod decoder;
-pub mod encoder;
 pub mod outdev;
 pub mod stats;
 
-/// The result of every fallible call. The values are fixed: they are part of
-/// the ABI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-pub enum QnsResult {
-    /// Success.
-    Ok = 0,
-    /// A pointer argument that must not be NULL was NULL.
-    NullPointer = 1,
-    /// An argument was out of range (an unknown direction or counter id, a
-    /// negative count, ...).
-    InvalidArgument = 2,
-    /// A frame was longer than the maximum (or its length field was).
-    FrameTooLarge = 3,
-    /// A frame's vnet header length was larger than the frame.
-    VnetHeaderTooLarge = 4,
-    /// A zero-length frame.
-    EmptyFrame = 5,
-    /// The stream ended inside a frame.
-    TruncatedFrame = 6,
-    /// The decoder is discarding input after a fatal error, until reset.
-    Desynchronized = 7,
-    /// The filter named in a stats query does not exist.
-    NotFound = 8,
-    /// The handle is in use by a call further up the stack (a frame callback
-    /// called back into its own decoder).
-    Busy = 9,
-    /// The library hit an internal error (a Rust panic was caught).
-    Panic = 10,
-    /// An outdev's backlog is full: the frame was refused (and counted).
-    BacklogFull = 11,
-}
-
-impl QnsResult {
-    fn message(self) -> &'static CStr {
-        match self {
-            QnsResult::Ok => c"success",
-            QnsResult::NullPointer => c"a required pointer argument was NULL",
-            QnsResult::InvalidArgument => c"an argument was out of range",
-            QnsResult::FrameTooLarge => c"frame longer than the maximum frame length",
-            QnsResult::VnetHeaderTooLarge => c"vnet header length larger than the frame",
-            QnsResult::EmptyFrame => c"zero-length frame",
-            QnsResult::TruncatedFrame => c"stream ended inside a frame",
-            QnsResult::Desynchronized => {
-                c"input discarded: the stream is out of step until the decoder is reset"
-            }
-            QnsResult::NotFound => c"no such filter",
-            QnsResult::Busy => c"handle is busy (re-entered from its own callback)",
-            QnsResult::Panic => c"internal error in the netfilter stats library",
-            QnsResult::BacklogFull => c"outdev backlog full: the peer is not reading",
-        }
-    }
-}
-
 /// A static, NUL-terminated English description of `result`; never NULL.
-/// An unknown value gets a generic text.
+/// An unknown value gets a generic text. Cannot panic: an array lookup.
 #[no_mangle]
 pub extern "C" fn qns_result_message(result: u32) -> *const c_char {
-    const RESULTS: [QnsResult; 12] = [
-        QnsResult::Ok,
-        QnsResult::NullPointer,
-        QnsResult::InvalidArgument,
-        QnsResult::FrameTooLarge,
-        QnsResult::VnetHeaderTooLarge,
-        QnsResult::EmptyFrame,
-        QnsResult::TruncatedFrame,
-        QnsResult::Desynchronized,
-        QnsResult::NotFound,
-        QnsResult::Busy,
-        QnsResult::Panic,
-        QnsResult::BacklogFull,
-    ];
-    RESULTS
-        .into_iter()
-        .find(|r| *r as u32 == result)
-        .map_or(c"unknown result code", QnsResult::message)
-        .as_ptr()
+    crate::result::message(result).as_ptr()
 }
 
-/// The maximum frame length a `_new` call asked for; 0 means QEMU's
-/// `NET_BUFSIZE`.
-fn max_frame_len_or_default(max_frame_len: u32) -> u32 {
-    if max_frame_len == 0 {
-        crate::decoder::DEFAULT_MAX_FRAME_LEN
-    } else {
-        max_frame_len
+/// `arg!(ptr)` is `&*ptr`, or returns `QNS_RESULT_NULL_POINTER` from the
+/// export when `ptr` is NULL; `arg!(ptr, else value)` returns `value`.
+/// Every export's `# Safety` section requires its pointer arguments to be
+/// NULL or to point to a live object of their type.
+macro_rules! arg {
+    ($ptr:expr) => {
+        $crate::ffi::arg!($ptr, else $crate::ffi::QnsResult::NullPointer)
+    };
+    ($ptr:expr, else $fallback:expr) => {
+        // SAFETY: the export's contract: NULL or a live, aligned object of
+        // this type that C does not change during the call.
+        match unsafe { $ptr.as_ref() } {
+            Some(r) => r,
+            None => return $fallback,
+        }
+    };
+}
+
+/// `out!(ptr)`: the out-parameter behind `ptr`, as a `MaybeUninit` to write
+/// on success, or return `QNS_RESULT_NULL_POINTER` when `ptr` is NULL.
+macro_rules! out {
+    ($ptr:expr) => {
+        // SAFETY: the export's contract: NULL or writable memory for one
+        // value of this type; `MaybeUninit` needs no initialised value.
+        match unsafe { $ptr.cast::<::std::mem::MaybeUninit<_>>().as_mut() } {
+            Some(r) => r,
+            None => return $crate::ffi::QnsResult::NullPointer,
+        }
+    };
+}
+
+/// `opt_arg!(ptr)`: `Some(&*ptr)`, or `None` for a NULL `ptr` (an
+/// optional argument, such as the counters a call may update).
+macro_rules! opt_arg {
+    ($ptr:expr) => {
+        // SAFETY: the export's contract: NULL or a live, aligned object of
+        // this type.
+        unsafe { $ptr.as_ref() }
+    };
+}
+
+pub(crate) use {arg, opt_arg, out};
+
+/// Free a `Box` that an export handed to C; NULL is ignored.
+///
+/// # Safety
+/// `ptr` must be NULL or from `Box::into_raw` of a `Box<T>`, not freed before.
+unsafe fn free_box<T>(ptr: *mut T) {
+    if !ptr.is_null() {
+        // SAFETY: from Box::into_raw, freed once (the caller's guarantee).
+        drop(unsafe { Box::from_raw(ptr) });
     }
-}
-
-/// Run `body`, turning a panic into `on_panic`: a panic must never unwind
-/// into C, and returning an error keeps the VM running.
-#[inline(always)]
-fn boundary<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(body)).unwrap_or(on_panic)
 }
 
 /// How many buffers [`with_iovec_slices`] keeps on the stack: QEMU hands a
@@ -124,7 +96,7 @@ const INLINE_PARTS: usize = 4;
 
 /// Call `f` with the buffers of a C `iovec` array as slices, skipping empty
 /// entries; an entry with a NULL base and a non-zero length is
-/// [`QnsResult::NullPointer`] (and `f` is not called).
+/// `QNS_RESULT_NULL_POINTER` (and `f` is not called).
 ///
 /// Up to [`INLINE_PARTS`] slices stay in an array on the stack, which `f`
 /// borrows where it is: a list allocated per packet was a fifth of the
@@ -175,40 +147,9 @@ unsafe fn with_iovec_slices<R>(
     })
 }
 
-/// Evaluate to the `&CStr` behind `ptr`, or return
-/// [`QnsResult::NullPointer`] from the enclosing function.
-///
-/// The caller's `# Safety` section must require that a non-NULL `ptr` points
-/// to a NUL-terminated string that stays valid and unchanged for the call.
-macro_rules! cstr_arg {
-    ($ptr:expr) => {{
-        let ptr: *const ::std::ffi::c_char = $ptr;
-        if ptr.is_null() {
-            return QnsResult::NullPointer;
-        }
-        // SAFETY: not NULL (checked above); the exporting function's contract
-        // makes the caller guarantee a valid NUL-terminated string.
-        unsafe { ::std::ffi::CStr::from_ptr(ptr) }
-    }};
-}
-pub(crate) use cstr_arg;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_result_has_its_own_message() {
-        let mut seen = std::collections::HashSet::new();
-        for code in 0..=11 {
-            // SAFETY: qns_result_message returns a static NUL-terminated string.
-            let msg = unsafe { CStr::from_ptr(qns_result_message(code)) };
-            assert!(seen.insert(msg.to_owned()), "code {code}");
-        }
-        // SAFETY: as above.
-        let unknown = unsafe { CStr::from_ptr(qns_result_message(99)) };
-        assert_eq!(unknown, c"unknown result code");
-    }
 
     #[test]
     fn iovec_slices_skip_empty_entries_inline_or_not() {
@@ -234,8 +175,7 @@ mod tests {
                     parts.iter().map(|p| p.to_vec()).collect::<Vec<_>>()
                 })
             };
-            let got = got.unwrap();
-            assert_eq!(got, expected, "{n} entries");
+            assert_eq!(got.unwrap(), expected, "{n} entries");
         }
         let null = [libc::iovec {
             iov_base: std::ptr::null_mut(),
@@ -244,11 +184,5 @@ mod tests {
         // SAFETY: one entry, which with_iovec_slices must refuse to read.
         let refused = unsafe { with_iovec_slices(null.as_ptr(), 1, |_| ()) };
         assert_eq!(refused, Err(QnsResult::NullPointer));
-    }
-
-    #[test]
-    fn boundary_catches_panics() {
-        let r = boundary(QnsResult::Panic, || panic!("boom"));
-        assert_eq!(r, QnsResult::Panic);
     }
 }

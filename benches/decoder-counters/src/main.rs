@@ -26,7 +26,7 @@ use qemu_netfilter_stats::{
     decoder::{Decoded, FrameDecoder, DEFAULT_MAX_FRAME_LEN},
     ffi::{
         counters::{
-            qns_counters_add, qns_counters_count_packet, qns_counters_free, qns_counters_new,
+            qns_counters_count_packet, qns_counters_free, qns_counters_new,
             QnsCounters,
         },
         decoder::{qns_decoder_feed, qns_decoder_free, qns_decoder_new},
@@ -302,8 +302,7 @@ fn sample_ffi(
     counted: bool,
 ) -> (f64, Seen) {
     let d = qns_decoder_new(false, 0);
-    // SAFETY: a NUL-terminated string.
-    let owned = unsafe { qns_counters_new(c"filter-redirector".as_ptr()) };
+    let owned = qns_counters_new();
     assert!(!d.is_null() && !owned.is_null());
     let counters = if counted { owned } else { std::ptr::null_mut() };
     let mut seen = Seen::default();
@@ -544,13 +543,12 @@ struct Plain {
     bytes: u64,
 }
 
-const COUNTER_VARIANTS: [&str; 7] = [
+const COUNTER_VARIANTS: [&str; 6] = [
     "plain `u64 += 1` (baseline)",
     "plain `packets += 1; bytes += len`",
     "`FilterCounters::count_packet(dir, len)`",
     "`FilterCounters::add(id, 1, len)`",
     "`qns_counters_count_packet` (C ABI)",
-    "`qns_counters_add` (C ABI)",
     "for reference: two `AtomicU64` relaxed load + store (single-writer counting, not what the library does)",
 ];
 
@@ -564,7 +562,7 @@ struct SingleWriter {
 
 /// `iters` calls of counter variant `k`; returns ns per call.
 #[inline(never)]
-fn count_sample(k: usize, iters: u64, c: &FilterCounters, cp: *const QnsCounters) -> f64 {
+fn count_sample(k: usize, iters: u64, c: &FilterCounters, cp: *mut QnsCounters) -> f64 {
     // Opaque inputs: the compiler must not fold the direction, id or length.
     let dir = black_box(QnsDirection::Rx);
     let id = black_box(QnsCounterId::Indev);
@@ -608,14 +606,6 @@ fn count_sample(k: usize, iters: u64, c: &FilterCounters, cp: *const QnsCounters
                 black_box(r);
             }
         }
-        5 => {
-            for _ in 0..iters {
-                // SAFETY: cp is live counters.
-                let r = unsafe { qns_counters_add(black_box(cp), id as u32, 1, len) };
-                debug_assert_eq!(r, QnsResult::Ok);
-                black_box(r);
-            }
-        }
         _ => {
             for _ in 0..iters {
                 // One black_box per field, as in the plain variant.
@@ -633,9 +623,8 @@ fn count_sample(k: usize, iters: u64, c: &FilterCounters, cp: *const QnsCounters
 
 fn counter_bench(reps: usize) {
     let iters = env_or("QNS_BENCH_COUNT_ITERS", 2_000_000) as u64;
-    let c = FilterCounters::for_type("filter-redirector");
-    // SAFETY: a NUL-terminated string.
-    let cp = unsafe { qns_counters_new(c"filter-redirector".as_ptr()) };
+    let c = FilterCounters::default();
+    let cp = qns_counters_new();
     assert!(!cp.is_null());
     let n = COUNTER_VARIANTS.len();
     for k in 0..n {

@@ -1,0 +1,260 @@
+//! The C ABI walked from Rust as C walks it (`tests/c/abi_test.c` does the
+//! same from a C compiler, at greater length).
+
+// Each test is one C-side sequence in one block, as a C caller writes it.
+#![allow(clippy::multiple_unsafe_ops_per_block)]
+
+use std::ffi::{c_void, CStr};
+
+use qemu_netfilter_stats::{
+    counters::QnsCounterId,
+    ffi::{counters::*, decoder::*, outdev::*, stats::*, QnsResult},
+    stats::QnsStatsList,
+};
+
+/// Counter `id` of `counters`, read the way QEMU reads it: through a stats
+/// list.
+///
+/// # Safety
+/// `counters` must be live counters.
+unsafe fn read(counters: *mut QnsCounters, id: QnsCounterId) -> (u64, u64) {
+    // SAFETY: the builder and list are this library's, used once each.
+    unsafe {
+        let b = qns_stats_builder_new();
+        let ok = QnsResult::Ok;
+        assert_eq!(
+            qns_stats_builder_add(b, c"f".as_ptr(), c"n".as_ptr(), c"t".as_ptr(), counters),
+            ok
+        );
+        assert_eq!(
+            qns_stats_builder_add_counters(b, counters, &(id as u32), 1),
+            ok
+        );
+        let mut list: *mut QnsStatsList = std::ptr::null_mut();
+        assert_eq!(qns_stats_builder_finish(b, &mut list), ok);
+        let c = &*(*(*list).filters).counters;
+        let value = (c.packets, c.bytes);
+        qns_stats_list_free(list);
+        value
+    }
+}
+
+#[test]
+fn outdev_push_write_in_pieces_and_discard() {
+    let payload = *b"0123456789";
+    let iov = [libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast::<c_void>(),
+        iov_len: payload.len(),
+    }];
+    // SAFETY: every pointer comes from this library's constructors or from
+    // live locals, and each handle is freed exactly once.
+    unsafe {
+        let counters = qns_counters_new();
+        let q = qns_outdev_new(false, 0, 30);
+        assert_eq!(
+            qns_outdev_push(q, counters, iov.as_ptr(), 1, 0),
+            QnsResult::Ok
+        );
+        assert_eq!(
+            qns_outdev_push(q, counters, iov.as_ptr(), 1, 0),
+            QnsResult::Ok
+        );
+        assert_eq!(
+            qns_outdev_push(q, counters, iov.as_ptr(), 1, 0),
+            QnsResult::BacklogFull
+        );
+        // 28 queued: at or above 30 / 16, above 30 / 64
+        assert!(qns_outdev_congested(q) && !qns_outdev_drained(q));
+        let (mut data, mut len) = (std::ptr::null(), 0);
+        assert_eq!(qns_outdev_pending(q, &mut data, &mut len), QnsResult::Ok);
+        assert_eq!(
+            (len, std::slice::from_raw_parts(data, 4)),
+            (28, &b"\0\0\0\x0a"[..])
+        );
+        assert_eq!(
+            qns_outdev_advance(q, counters, 29),
+            QnsResult::InvalidArgument
+        );
+        assert_eq!(qns_outdev_advance(q, counters, 20), QnsResult::Ok);
+        assert!(qns_outdev_mid_frame(q));
+        let mut dropped = 0;
+        assert_eq!(qns_outdev_discard(q, counters, &mut dropped), QnsResult::Ok);
+        assert_eq!(dropped, 1);
+        assert_eq!(read(counters, QnsCounterId::Outdev), (1, 10));
+        assert_eq!(read(counters, QnsCounterId::OutdevErrors), (2, 20));
+        qns_outdev_free(q);
+        qns_counters_free(counters);
+    }
+}
+
+#[test]
+fn stats_list_in_one_pass_with_each_class_order() {
+    // SAFETY: as above.
+    unsafe {
+        let (r, b) = (qns_counters_new(), qns_counters_new());
+        assert_eq!(qns_counters_count_packet(r, 0, 60), QnsResult::Ok);
+        assert_eq!(qns_counters_count_packet(b, 1, 7), QnsResult::Ok);
+        assert_eq!(
+            qns_counters_count_packet(b, 2, 7),
+            QnsResult::InvalidArgument
+        );
+        let builder = qns_stats_builder_new();
+        let ids = [
+            QnsCounterId::OutdevErrors as u32,
+            QnsCounterId::Indev as u32,
+        ];
+        let (name, netdev, ty) = (c"r0", c"n0", c"filter-redirector");
+        assert_eq!(
+            qns_stats_builder_add_counters(builder, r, ids.as_ptr(), 2),
+            QnsResult::InvalidArgument
+        );
+        assert_eq!(
+            qns_stats_builder_add(builder, name.as_ptr(), netdev.as_ptr(), ty.as_ptr(), r),
+            QnsResult::Ok
+        );
+        assert_eq!(
+            qns_stats_builder_add_counters(builder, r, ids.as_ptr(), 2),
+            QnsResult::Ok
+        );
+        assert_eq!(
+            qns_stats_builder_add_counters(builder, r, [4].as_ptr(), 1),
+            QnsResult::InvalidArgument
+        );
+        assert_eq!(
+            qns_stats_builder_add_counters(builder, r, std::ptr::null(), 1),
+            QnsResult::NullPointer
+        );
+        let null = std::ptr::null();
+        assert_eq!(
+            qns_stats_builder_add(builder, null, netdev.as_ptr(), ty.as_ptr(), b),
+            QnsResult::NullPointer
+        );
+        assert_eq!(
+            qns_stats_builder_add(
+                builder,
+                c"b0".as_ptr(),
+                netdev.as_ptr(),
+                c"filter-buffer".as_ptr(),
+                b
+            ),
+            QnsResult::Ok
+        );
+        let mut list = std::ptr::null_mut();
+        assert_eq!(qns_stats_builder_finish(builder, &mut list), QnsResult::Ok);
+        let view = &*list;
+        assert_eq!(view.len, 2);
+        let f = std::slice::from_raw_parts(view.filters, 2);
+        // The strings are the caller's own, not copies.
+        assert_eq!(
+            (f[0].name, f[0].netdev, f[0].qom_type),
+            (name.as_ptr(), netdev.as_ptr(), ty.as_ptr())
+        );
+        assert_eq!(
+            (f[0].packets_tx, f[0].bytes_tx, f[0].packets_rx),
+            (1, 60, 0)
+        );
+        assert_eq!(f[0].n_counters, 2);
+        let counters = std::slice::from_raw_parts(f[0].counters, 2);
+        assert_eq!(CStr::from_ptr(counters[0].name), c"outdev-errors");
+        assert_eq!(CStr::from_ptr(counters[1].name), c"indev");
+        assert_eq!(
+            (CStr::from_ptr(f[1].name), f[1].packets_rx, f[1].bytes_rx),
+            (c"b0", 1, 7)
+        );
+        assert_eq!((f[1].n_counters, f[1].counters), (0, std::ptr::null()));
+        qns_stats_list_free(list);
+        assert_eq!(
+            qns_stats_builder_finish(std::ptr::null_mut(), &mut list),
+            QnsResult::NullPointer
+        );
+        // A NULL out-parameter still consumes the builder (valgrind would
+        // see the leak otherwise).
+        assert_eq!(
+            qns_stats_builder_finish(qns_stats_builder_new(), std::ptr::null_mut()),
+            QnsResult::NullPointer
+        );
+        qns_counters_free(r);
+        qns_counters_free(b);
+    }
+}
+
+unsafe extern "C" fn ignore(_: *mut c_void, _: *const u8, _: usize, _: u32) {}
+
+#[test]
+fn decoder_fatal_error_wins_over_an_earlier_one_in_the_same_chunk() {
+    let mut wire = 0u32.to_be_bytes().to_vec();
+    wire.extend_from_slice(&101u32.to_be_bytes());
+    // SAFETY: as above; `ignore` may be called with any opaque pointer.
+    unsafe {
+        let d = qns_decoder_new(false, 100);
+        let c = qns_counters_new();
+        let feed = |bytes: &[u8]| {
+            qns_decoder_feed(
+                d,
+                c,
+                bytes.as_ptr(),
+                bytes.len(),
+                Some(ignore),
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(feed(&wire), QnsResult::FrameTooLarge);
+        assert_eq!(feed(b"more"), QnsResult::Desynchronized);
+        assert_eq!(feed(b""), QnsResult::Desynchronized);
+        assert!(CStr::from_ptr(qns_decoder_error_message(d))
+            .to_bytes()
+            .starts_with(b"frame length 101"));
+        // the empty frame's 4 bytes, the oversized header's 4, then "more"
+        assert_eq!(read(c, QnsCounterId::IndevErrors), (2, 12));
+        assert_eq!(qns_decoder_reset(d, c), QnsResult::Ok);
+        assert_eq!(feed(b""), QnsResult::Ok);
+        qns_decoder_free(d);
+        qns_counters_free(c);
+    }
+}
+
+/// The exports that skip the panic boundary say why they cannot panic;
+/// here each meets hostile arguments.
+#[test]
+fn exports_outside_the_boundary_do_not_panic() {
+    for code in [0, 11, 12, u32::MAX] {
+        assert!(!qemu_netfilter_stats::ffi::qns_result_message(code).is_null());
+    }
+    // SAFETY: every pointer is NULL or from the constructor it is freed by.
+    unsafe {
+        let c = qns_counters_new();
+        assert!(!c.is_null());
+        for direction in [0, 1, 2, u32::MAX] {
+            for bytes in [0, u64::MAX, u64::MAX] {
+                qns_counters_count_packet(c, direction, bytes);
+            }
+        }
+        assert_eq!(
+            qns_counters_count_packet(std::ptr::null_mut(), 0, 1),
+            QnsResult::NullPointer
+        );
+        qns_counters_free(c);
+        qns_counters_free(std::ptr::null_mut());
+        for (vnet, max) in [(false, 0), (true, 1), (true, u32::MAX)] {
+            // The constructors never return NULL: QEMU does not check.
+            let (d, q) = (
+                qns_decoder_new(vnet, max),
+                qns_outdev_new(vnet, max, usize::MAX),
+            );
+            assert!(!d.is_null() && !q.is_null());
+            qns_decoder_free(d);
+            qns_outdev_free(q);
+        }
+        qns_outdev_free(qns_outdev_new(false, 0, 0));
+        qns_decoder_free(std::ptr::null_mut());
+        qns_outdev_free(std::ptr::null_mut());
+        let b = qns_stats_builder_new();
+        assert!(!b.is_null());
+        qns_stats_builder_free(b);
+        qns_stats_builder_free(std::ptr::null_mut());
+        qns_stats_list_free(std::ptr::null_mut());
+        assert!(!qns_outdev_congested(std::ptr::null()));
+        assert!(qns_outdev_drained(std::ptr::null()));
+        assert!(!qns_outdev_mid_frame(std::ptr::null()));
+    }
+}
