@@ -25,10 +25,7 @@ use qemu_netfilter_stats::{
     counters::{FilterCounters, QnsCounterId, QnsDirection},
     decoder::{Decoded, FrameDecoder, DEFAULT_MAX_FRAME_LEN},
     ffi::{
-        counters::{
-            qns_counters_count_packet, qns_counters_free, qns_counters_new,
-            QnsCounters,
-        },
+        counters::{qns_counters_count_packet, qns_counters_free, qns_counters_new, QnsCounters},
         decoder::{qns_decoder_feed, qns_decoder_free, qns_decoder_new},
         QnsResult,
     },
