@@ -6,7 +6,7 @@
 #   2. end to end, stock QEMU 10.2.2 against the patched one: throughput,
 #      syscalls, the counters' share of QEMU's time, query-netfilter-stats
 #      latency with 1-2000 filters, RSS with 1000 redirectors
-#      (scripts/bench-e2e.sh, ~10 minutes; builds both QEMUs if missing).
+#      (scripts/bench-e2e.sh, ~3.5 minutes; builds both QEMUs if missing).
 # The reports are printed and kept in target/bench/ (decoder.md, e2e.md,
 # e2e.json). Run it on a quiet machine: the ratios hold under load, the
 # absolute rates do not.
