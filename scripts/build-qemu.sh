@@ -43,9 +43,11 @@ else
     source_id="tarball:$(basename "$tarball")"
 fi
 
+# --without-default-features turns colo_proxy off: colo-compare and
+# filter-rewriter need it back.
 configure_args=(--target-list=x86_64-softmmu --without-default-features
-    --disable-tcg --enable-kvm --disable-docs --disable-werror
-    --disable-download --disable-install-blobs)
+    --disable-tcg --enable-kvm --enable-colo-proxy --disable-docs
+    --disable-werror --disable-download --disable-install-blobs)
 ninja_targets=(qemu-system-x86_64)
 patches=()
 case $mode in

@@ -64,8 +64,8 @@ check() {
     # Bump when this changes how the tree is prepared or configured.
     local TREE_FORMAT=1 args tarball key tree
     args=(--target-list=x86_64-softmmu --without-default-features --disable-tcg
-        --enable-kvm --disable-docs --disable-werror --disable-download
-        --disable-install-blobs --without-default-devices
+        --enable-kvm --enable-colo-proxy --disable-docs --disable-werror
+        --disable-download --disable-install-blobs --without-default-devices
         --with-devices-x86_64=microvm)
     tarball=$("$repo/scripts/fetch-qemu.sh")
     key=$(echo "$TREE_FORMAT $(basename "$tarball") ${args[*]}" | sha256sum | cut -c1-16)
