@@ -37,6 +37,7 @@ import platform
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,10 @@ RUN_ORDER = ORDER
 # (payload bytes, frames per run); the stock binary takes ~1-3 s per row.
 SIZES = ((64, 400_000), (1514, 150_000), (9000, 40_000))
 QUICK_SIZES = ((64, 50_000), (1514, 20_000), (9000, 5_000))
-PATHS = ("netdev", "indev")
+PATHS = ("netdev", "indev", "colo")
+# colo-compare keeps this many packets per connection and side; the sender's
+# window of 64-byte frames must fit (stock's default of 1024 would drop).
+COLO_QUEUE = 65536
 IDLE_MS = 3000  # the receiver gives up after this long without data
 RUN_SECONDS = 1.0  # a timed run moves at least this long's worth of frames
 MAX_FRAMES = 50_000_000
@@ -79,7 +83,11 @@ PUMP_C = r"""
  *       and counts frames by their length fields, until COUNT frames
  *       arrived or nothing came for IDLE_MS.  Prints one JSON line.
  *   drain RECV_FD SIZE COUNT IDLE_MS   the receiver alone
- *   relay IN_FD OUT_FD                 cat-like forwarder (1 MiB reads)
+ *   relay IN_FD OUT_FD [READ]          cat-like forwarder (READ-byte reads,
+ *                                      1 MiB by default)
+ * Environment: PUMP_TEMPLATE=FILE, each frame's payload (SIZE bytes) instead
+ * of 0x5a bytes; PUMP_SEND_FD2=FD, the sender writes everything to FD too
+ * (colo-compare's secondary_in gets what primary_in gets).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -93,7 +101,7 @@ PUMP_C = r"""
 #include <time.h>
 #include <unistd.h>
 
-static int send_fd = -1, recv_fd, idle_ms;
+static int send_fd = -1, send_fd2 = -1, recv_fd, idle_ms;
 static uint32_t size;
 static uint64_t count, window, batch;
 static double t0, t_send_done, t_first, t_last, send_cpu, recv_cpu, window_wait;
@@ -129,10 +137,18 @@ static void *sender(void *arg)
     uint64_t win = window ? window / flen : 0;
     if (window && win < per) win = per;
     uint8_t *buf = calloc(per, flen);
+    uint8_t *tmpl = NULL;
+    const char *tpath = getenv("PUMP_TEMPLATE");
+    if (tpath) {
+        FILE *tf = fopen(tpath, "rb");
+        tmpl = calloc(1, size);
+        if (!tf || fread(tmpl, 1, size, tf) != size) { perror("pump: template"); exit(2); }
+        fclose(tf);
+    }
     for (uint64_t i = 0; i < per; i++) {
         uint8_t *f = buf + i * flen;
         f[0] = size >> 24; f[1] = size >> 16; f[2] = size >> 8; f[3] = size;
-        memset(f + 4, 0x5a, size);
+        if (tmpl) memcpy(f + 4, tmpl, size); else memset(f + 4, 0x5a, size);
     }
     double c0 = thread_cpu();
     t0 = now();
@@ -155,14 +171,17 @@ static void *sender(void *arg)
             }
             pthread_mutex_unlock(&lock);
         }
-        while (off < len) {
-            ssize_t r = write(send_fd, buf + off, len - off);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                perror("pump: write");
-                return NULL;
+        for (int k = 0; k < (send_fd2 >= 0 ? 2 : 1); k++) {
+            int fd = k ? send_fd2 : send_fd;
+            for (off = 0; off < len; ) {
+                ssize_t r = write(fd, buf + off, len - off);
+                if (r < 0) {
+                    if (errno == EINTR) continue;
+                    perror("pump: write");
+                    return NULL;
+                }
+                off += r;
             }
-            off += r;
         }
         sent += n;
     }
@@ -231,12 +250,13 @@ static void *receiver(void *arg)
     return NULL;
 }
 
-static int relay(int in, int out)
+static int relay(int in, int out, size_t cap)
 {
     static uint8_t buf[1 << 20];
+    if (cap == 0 || cap > sizeof(buf)) cap = sizeof(buf);
     blocking(in); blocking(out);
     for (;;) {
-        ssize_t r = read(in, buf, sizeof(buf));
+        ssize_t r = read(in, buf, cap);
         if (r <= 0) { if (r < 0 && errno == EINTR) continue; return 0; }
         for (ssize_t off = 0; off < r; ) {
             ssize_t w = write(out, buf + off, r - off);
@@ -260,8 +280,8 @@ static void report(void)
 
 int main(int argc, char **argv)
 {
-    if (argc == 4 && !strcmp(argv[1], "relay"))
-        return relay(atoi(argv[2]), atoi(argv[3]));
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "relay"))
+        return relay(atoi(argv[2]), atoi(argv[3]), argc == 5 ? strtoul(argv[4], NULL, 0) : 0);
     if (argc == 6 && !strcmp(argv[1], "drain")) {
         recv_fd = atoi(argv[2]); size = strtoul(argv[3], NULL, 0);
         count = strtoull(argv[4], NULL, 0); idle_ms = atoi(argv[5]);
@@ -280,6 +300,10 @@ int main(int argc, char **argv)
     idle_ms = atoi(argv[6]); window = strtoull(argv[7], NULL, 0);
     batch = argc == 9 ? strtoull(argv[8], NULL, 0) : 0;
     blocking(send_fd);
+    if (getenv("PUMP_SEND_FD2")) {
+        send_fd2 = atoi(getenv("PUMP_SEND_FD2"));
+        blocking(send_fd2);
+    }
     pthread_t s, r;
     if (recv_fd < 0) {
         window = 0;
@@ -313,18 +337,27 @@ def build_pump(workdir):
     return exe
 
 
-def run_json(args, fds, timeout):
-    p = subprocess.run(args, pass_fds=fds, capture_output=True, text=True, timeout=timeout)
+def run_json(args, fds, timeout, env=None):
+    p = subprocess.run(args, pass_fds=fds, capture_output=True, text=True, timeout=timeout,
+                       env=None if env is None else {**os.environ, **env})
     if not p.stdout.strip():
         raise RuntimeError(f"{args[0]} {args[1]} failed: rc={p.returncode} {p.stderr}")
     return json.loads(p.stdout)
 
 
-def sched(pid):
-    """(seconds on a CPU, seconds runnable but waiting for a CPU) of a task."""
-    with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
-        on_cpu, waiting, _ = f.read().split()
-    return int(on_cpu) / 1e9, int(waiting) / 1e9
+def sched(pid, all_threads=False):
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of a
+    process's main thread, or of all its threads."""
+    tids = os.listdir(f"/proc/{pid}/task") if all_threads else [str(pid)]
+    on_cpu = waiting = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                c, w, _ = f.read().split()
+        except FileNotFoundError:  # a thread that just ended
+            continue
+        on_cpu, waiting = on_cpu + int(c), waiting + int(w)
+    return on_cpu / 1e9, waiting / 1e9
 
 
 def median(xs):
@@ -450,6 +483,30 @@ def calib_py_receiver(pump, size, count):
     return count / (t_last - r["t0"])
 
 
+def relay_run(pump, size, count):
+    """The limit of any forwarder: a bare relay process that reads 64 KiB
+    from the sender's socket and writes it to the receiver's, timed and
+    measured like QEMU (CPU per frame from its schedstat)."""
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    relay = subprocess.Popen([pump, "relay", str(b.fileno()), str(c.fileno()), str(64 << 10)],
+                             pass_fds=[b.fileno(), c.fileno()])
+    b.close()
+    c.close()
+    try:
+        cpu0, _ = sched(relay.pid)
+        r = run_json([pump, "pump", str(a.fileno()), str(d.fileno()), str(size), str(count),
+                      str(IDLE_MS), str(WINDOW)], [a.fileno(), d.fileno()], 120)
+        cpu1, _ = sched(relay.pid)
+    finally:
+        a.close()
+        d.close()
+        relay.wait(10)
+    span = max(1e-9, r["t_last"] - r["t0"])
+    return {"fps": r["frames"] / span, "frames": r["frames"],
+            "cpu_per_frame": (cpu1 - cpu0) / max(1, r["frames"])}
+
+
 def calibrate(pump, sizes):
     rows = {}
     for size, count in sizes:
@@ -501,10 +558,31 @@ def profile_shares(datafile):
     return {"counters": counters, "library": library}
 
 
+def udp_template(size):
+    """A SIZE-byte Ethernet/IPv4/UDP frame (the payload of each framed
+    frame on the colo path): colo-compare parses and compares it."""
+    data = bytes((i * 7) % 251 for i in range(size - 42))
+    udp = struct.pack(">HHHH", 4000, 5000, 8 + len(data), 0) + data
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    csum = sum(struct.unpack(">10H", ip))
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    ip = ip[:10] + struct.pack(">H", ~csum & 0xFFFF) + ip[12:]
+    return bytes([0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1, 8, 0]) + ip + udp
+
+
 def throughput(binary, name, path, size, count, pump, perf_stat=False, profile=False):
+    env = None
     if path == "netdev":
         chain = ["-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0"]
         chardevs = ["out0"]
+    elif path == "colo":
+        # equal streams on both inputs: every packet compares equal and
+        # the primary's copy is released to out0
+        chain = ["-object", "iothread,id=io0",
+                 "-object", f"colo-compare,id=cc0,primary_in=pri,secondary_in=sec,"
+                            f"outdev=out0,iothread=io0,max_queue_size={COLO_QUEUE}"]
+        chardevs = ["out0", "pri", "sec"]
     else:
         # rx packets walk the filters from the last to the first: r1's
         # frames go to r0 next.
@@ -515,13 +593,21 @@ def throughput(binary, name, path, size, count, pump, perf_stat=False, profile=F
     try:
         with q:
             out = q.connect_chardev("out0")
-            src = q.connect_chardev("in1") if path == "indev" else q.netdev_peer
-            q.wait_connected()
+            src = {"indev": lambda: q.connect_chardev("in1"),
+                   "colo": lambda: q.connect_chardev("pri")}.get(path, lambda: q.netdev_peer)()
             fds = [src.fileno(), out.fileno()]
+            if path == "colo":
+                sec = q.connect_chardev("sec")
+                template = os.path.join(q.dir, "frame")
+                with open(template, "wb") as f:
+                    f.write(udp_template(size))
+                env = {"PUMP_TEMPLATE": template, "PUMP_SEND_FD2": str(sec.fileno())}
+                fds.append(sec.fileno())
+            q.wait_connected()
 
             def pump_run(n):
                 return run_json([pump, "pump", str(fds[0]), str(fds[1]), str(size), str(n),
-                                 str(IDLE_MS), str(WINDOW)], fds, 120)
+                                 str(IDLE_MS), str(WINDOW)], fds, 120, env)
 
             warm_n = max(2000, count // 50)
             warm = pump_run(warm_n)
@@ -546,9 +632,10 @@ def throughput(binary, name, path, size, count, pump, perf_stat=False, profile=F
                                          "-p", str(q.proc.pid)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
                 time.sleep(0.5)
-            cpu0, wait0 = sched(q.proc.pid)
+            # colo-compare works in its iothread: count every thread there
+            cpu0, wait0 = sched(q.proc.pid, all_threads=path == "colo")
             r = pump_run(count)
-            cpu1, wait1 = sched(q.proc.pid)
+            cpu1, wait1 = sched(q.proc.pid, all_threads=path == "colo")
             if profile:
                 tool.send_signal(2)
                 tool.wait(60)
@@ -564,12 +651,14 @@ def throughput(binary, name, path, size, count, pump, perf_stat=False, profile=F
                             counts[fields[2].replace("syscalls:sys_enter_", "")] = int(fields[0])
             lost = count - r["frames"]
             dropped = None
-            if name != "stock":
+            if name != "stock" and path != "colo":
                 st = {s["name"]: s for s in q.stats()}
                 dropped = {c["name"]: c["packets"] for c in st["r0"].get("counters", [])}["outdev-errors"]
             out.close()
-            if path == "indev":
+            if path != "netdev":
                 src.close()
+            if path == "colo":
+                sec.close()
     finally:
         shutil.rmtree(q.dir, ignore_errors=True)
     if r["bad"]:
@@ -784,6 +873,7 @@ def main():
 
         # throughput: every round runs every row, stock then patched
         runs = {(p, s, n): [] for p in PATHS for s, _ in sizes for n in RUN_ORDER}
+        relays = {}
         reserve = 200  # seconds kept for the syscall and profile passes, latency and RSS
         round_times = []
         for rnd in range(rounds):
@@ -793,6 +883,11 @@ def main():
                 log(f"budget: stopping throughput after {rnd} rounds")
                 break
             t_round = time.monotonic()
+            for size, count in sizes:
+                r = relay_run(pump, size, max(count, 200_000))
+                relays.setdefault(size, []).append(r)
+                log(f"round {rnd + 1} relay  {size:5} B        : {r['fps'] / 1e3:8.1f} kframes/s"
+                    f"  cpu per frame {r['cpu_per_frame'] * 1e9:.0f} ns")
             for path in PATHS:
                 for size, count in sizes:
                     for name in RUN_ORDER:
@@ -804,6 +899,7 @@ def main():
                             f"  lost {r['lost']}")
             round_times.append(time.monotonic() - t_round)
         results["throughput"] = {f"{p}/{s}/{n}": v for (p, s, n), v in runs.items()}
+        results["relay"] = relays
         rounds_done = len(round_times)
 
         sysc = {}
@@ -913,6 +1009,46 @@ def main():
             s = median([r["qemu_cpu_per_frame"] for r in runs[(path, size, "stock")]]) * 1e9
             p = median([r["qemu_cpu_per_frame"] for r in runs[(path, size, "patched")]]) * 1e9
             P(f"| {path} | {size} B | {s:.0f} | {p:.0f} | **{s / p:.2f}x** |")
+    P()
+    P("(colo: colo-compare works in its iothread, so its rows count every QEMU thread.)")
+    P()
+    P("### Targets")
+    P()
+    P("Ratios of medians over the rounds; the bare relay (64 KiB reads, no per-frame work) "
+      "ran in every round too.")
+    P()
+    P("| target | payload | measured | met |")
+    P("|---|---|---|---|")
+
+    def med(path, size, name, key):
+        return median([r[key] for r in runs[(path, size, name)]])
+
+    def row(target, size, value, ok):
+        P(f"| {target} | {size} B | {value} | {'yes' if ok else '**no**'} |")
+
+    sizes_by = dict(sizes)
+    for size, want in ((1514, 3.0), (9000, 2.0)):
+        if size in sizes_by:
+            x = med("indev", size, "patched", "fps") / med("indev", size, "stock", "fps")
+            row(f"indev path frames/s >= {want:g}x stock", size, f"{x:.2f}x", x >= want)
+    for size, _ in sizes:
+        x = (med("indev", size, "patched", "qemu_cpu_per_frame")
+             / med("netdev", size, "patched", "qemu_cpu_per_frame"))
+        row("indev path CPU per frame <= 1.5x the netdev path's", size, f"{x:.2f}x", x <= 1.5)
+    for size, want in ((64, 3.0), (1514, 1.3)):
+        if size in sizes_by:
+            relay = median([r["cpu_per_frame"] for r in relays[size]])
+            x = med("netdev", size, "patched", "qemu_cpu_per_frame") / relay
+            row(f"netdev path CPU per frame <= {want:g}x a bare relay's ({relay * 1e9:.0f} ns)",
+                size, f"{x:.2f}x", x <= want)
+    for size in (64, 1514):
+        if size in sizes_by:
+            x = med("colo", size, "patched", "fps") / med("colo", size, "stock", "fps")
+            row("colo-compare frames/s >= 2x stock", size, f"{x:.2f}x", x >= 2.0)
+    for path in PATHS:
+        for size, _ in sizes:
+            x = med(path, size, "patched", "fps") / med(path, size, "stock", "fps")
+            row(f"{path} path never slower than stock", size, f"{x:.2f}x", x >= 1.0)
     P()
     P("### Where the time went (medians over the measured window)")
     P()
