@@ -37,14 +37,13 @@ import platform
 import shutil
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
-from qemu import REPO, Qemu, frame  # noqa: E402
+from qemu import REPO, Qemu, frame, udp_frame  # noqa: E402
 
 BINARIES = {
     "stock": os.path.join(REPO, "build", "qemu-stock", "qemu-system-x86_64"),
@@ -558,19 +557,6 @@ def profile_shares(datafile):
     return {"counters": counters, "library": library}
 
 
-def udp_template(size):
-    """A SIZE-byte Ethernet/IPv4/UDP frame (the payload of each framed
-    frame on the colo path): colo-compare parses and compares it."""
-    data = bytes((i * 7) % 251 for i in range(size - 42))
-    udp = struct.pack(">HHHH", 4000, 5000, 8 + len(data), 0) + data
-    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
-    csum = sum(struct.unpack(">10H", ip))
-    csum = (csum & 0xFFFF) + (csum >> 16)
-    ip = ip[:10] + struct.pack(">H", ~csum & 0xFFFF) + ip[12:]
-    return bytes([0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1, 8, 0]) + ip + udp
-
-
 def throughput(binary, name, path, size, count, pump, perf_stat=False, profile=False):
     env = None
     if path == "netdev":
@@ -600,7 +586,8 @@ def throughput(binary, name, path, size, count, pump, perf_stat=False, profile=F
                 sec = q.connect_chardev("sec")
                 template = os.path.join(q.dir, "frame")
                 with open(template, "wb") as f:
-                    f.write(udp_template(size))
+                    # a SIZE-byte frame: colo-compare parses and compares it
+                    f.write(udp_frame(4000, bytes((i * 7) % 251 for i in range(size - 42))))
                 env = {"PUMP_TEMPLATE": template, "PUMP_SEND_FD2": str(sec.fileno())}
                 fds.append(sec.fileno())
             q.wait_connected()

@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_void, CString};
 
-use super::{arg, counters::QnsCounters, opt_arg, QnsResult};
+use super::{arg, counters::QnsCounters, opt_arg, or_default, QnsResult};
 use crate::{
     counters::{FilterCounters, QnsCounterId},
     decoder::{DecodeError, Decoded, FrameDecoder},
@@ -51,11 +51,7 @@ impl DecoderState {
 /// aborts).
 #[no_mangle]
 pub extern "C" fn qns_decoder_new(vnet_hdr: bool, max_frame_len: u32) -> *mut QnsDecoder {
-    let max = if max_frame_len == 0 {
-        DEFAULT_MAX_FRAME_LEN
-    } else {
-        max_frame_len
-    };
+    let max = or_default(max_frame_len, DEFAULT_MAX_FRAME_LEN);
     let decoder = FrameDecoder::new(vnet_hdr, max);
     let state = DecoderState {
         decoder,

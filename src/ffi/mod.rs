@@ -79,6 +79,15 @@ macro_rules! opt_arg {
 
 pub(crate) use {arg, opt_arg, out};
 
+/// `value`, or `default` for the 0 by which a C caller asks for it.
+fn or_default<T: Default + PartialEq>(value: T, default: T) -> T {
+    if value == T::default() {
+        default
+    } else {
+        value
+    }
+}
+
 /// Free a `Box` that an export handed to C; NULL is ignored.
 ///
 /// # Safety

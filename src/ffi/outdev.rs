@@ -1,6 +1,6 @@
 //! C ABI of [`OutdevQueue`]: non-blocking, batched outdev writes.
 
-use super::{arg, counters::QnsCounters, opt_arg, out, with_iovec_slices, QnsResult};
+use super::{arg, counters::QnsCounters, opt_arg, or_default, out, with_iovec_slices, QnsResult};
 use crate::{
     counters::QnsCounterId,
     handle::Handle,
@@ -34,16 +34,8 @@ pub extern "C" fn qns_outdev_new(
     max_frame_len: u32,
     backlog_limit: usize,
 ) -> *mut QnsOutdev {
-    let max = if max_frame_len == 0 {
-        DEFAULT_MAX_FRAME_LEN
-    } else {
-        max_frame_len
-    };
-    let limit = if backlog_limit == 0 {
-        DEFAULT_BACKLOG_LIMIT
-    } else {
-        backlog_limit
-    };
+    let max = or_default(max_frame_len, DEFAULT_MAX_FRAME_LEN);
+    let limit = or_default(backlog_limit, DEFAULT_BACKLOG_LIMIT);
     Box::into_raw(Box::new(QnsOutdev(Handle::new(OutdevQueue::new(
         vnet_hdr, max, limit,
     )))))

@@ -27,6 +27,18 @@ def frame(payload, vnet_hdr_len=None):
     return out + payload
 
 
+def udp_frame(sport, data):
+    """An Ethernet/IPv4/UDP frame from 10.0.0.1:sport to 10.0.0.2:5000."""
+    udp = struct.pack(">HHHH", sport, 5000, 8 + len(data), 0) + data
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    csum = sum(struct.unpack(">10H", ip))
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    ip = ip[:10] + struct.pack(">H", ~csum & 0xFFFF) + ip[12:]
+    eth = bytes([0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1, 0x08, 0x00])
+    return eth + ip + udp
+
+
 def recv_exactly(sock, n, timeout=10.0):
     sock.settimeout(timeout)
     buf = b""

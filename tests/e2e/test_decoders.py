@@ -18,7 +18,7 @@ import time
 import pytest
 
 from helpers import assert_alive, assert_quiet, log_lines, payload, wait_connected
-from qemu import Qemu, frame, read_frame
+from qemu import Qemu, frame, read_frame, udp_frame
 
 MAX_FRAME = 4096 + 65536
 
@@ -104,18 +104,6 @@ def test_stream_netdev_reads_the_next_connection_from_a_clean_state():
 
 
 # colo-compare ---------------------------------------------------------------
-
-def udp_frame(sport, data):
-    """An Ethernet/IPv4/UDP frame from 10.0.0.1:sport to 10.0.0.2:5000."""
-    udp = struct.pack(">HHHH", sport, 5000, 8 + len(data), 0) + data
-    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
-    csum = sum(struct.unpack(">10H", ip))
-    csum = (csum & 0xFFFF) + (csum >> 16)
-    ip = ip[:10] + struct.pack(">H", ~csum & 0xFFFF) + ip[12:]
-    eth = bytes([0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1, 0x08, 0x00])
-    return eth + ip + udp
-
 
 def compare_qemu():
     args = ["-object", "iothread,id=io0",
