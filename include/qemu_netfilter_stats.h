@@ -98,6 +98,35 @@ typedef uint32_t QnsResult;
 #endif // __cplusplus
 
 /**
+ * The unit of a `query-stats` value: QEMU's `StatsUnit`, or none.
+ */
+enum QnsStatUnit
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * A plain count (packets, connections, events).
+   */
+  QNS_STAT_UNIT_NONE = 0,
+  /**
+   * Bytes.
+   */
+  QNS_STAT_UNIT_BYTES = 1,
+  /**
+   * Seconds, times 10 to the power of the value's `exponent`.
+   */
+  QNS_STAT_UNIT_SECONDS = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum QnsStatUnit QnsStatUnit;
+#else
+typedef uint32_t QnsStatUnit;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * The direction of a packet, as QEMU's `NetFilterDirection` names it: "tx"
  * is what the netdev sends, "rx" what it receives.
  */
@@ -124,8 +153,9 @@ typedef uint32_t QnsDirection;
 #endif // __cplusplus
 
 /**
- * The filter-specific counters. A filter class reports the ones it has, in
- * the order it lists them.
+ * The filter-specific counters. A filter class (or colo-compare) reports
+ * the ones it has, in the order it lists them; the README's table says
+ * which each has.
  */
 enum QnsCounterId
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -133,28 +163,171 @@ enum QnsCounterId
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * Frames read whole from the indev chardev and injected.
+   * filter-redirector: frames read whole from the indev chardev and
+   * injected.
    */
   QNS_COUNTER_ID_INDEV = 0,
   /**
-   * Frames written whole to the outdev chardev.
+   * filter-mirror, filter-redirector: frames written whole to the outdev
+   * chardev.
    */
   QNS_COUNTER_ID_OUTDEV = 1,
   /**
-   * Input the indev decoder rejected: packets = rejected frames, bytes =
-   * bytes of input thrown away.
+   * filter-redirector: input the indev decoder rejected: packets =
+   * rejected frames, bytes = bytes of input thrown away.
    */
   QNS_COUNTER_ID_INDEV_ERRORS = 2,
   /**
-   * Frames that could not be written to the outdev.
+   * filter-mirror, filter-redirector: frames that could not be written to
+   * the outdev.
    */
   QNS_COUNTER_ID_OUTDEV_ERRORS = 3,
+  /**
+   * filter-mirror, filter-redirector: frames after which the filter held
+   * their sender (its outdev backlog was at its high-water mark).
+   */
+  QNS_COUNTER_ID_HELD = 4,
+  /**
+   * filter-mirror, filter-redirector: holds ended (packets) and the
+   * microseconds their senders were held in all (bytes).
+   */
+  QNS_COUNTER_ID_HOLD_TIME = 5,
+  /**
+   * filter-buffer: frames released to the next filter or the peer;
+   * colo-compare: primary frames released (they compared equal, or carry
+   * nothing to compare).
+   */
+  QNS_COUNTER_ID_RELEASED = 6,
+  /**
+   * filter-buffer: frames dropped, because its queue was full or a flush
+   * the receiver refused purged them.
+   */
+  QNS_COUNTER_ID_DROPPED = 7,
+  /**
+   * filter-buffer: frames (and their bytes) held in it now.
+   */
+  QNS_COUNTER_ID_BUFFERED = 8,
+  /**
+   * filter-rewriter, colo-compare: connections tracked now.
+   */
+  QNS_COUNTER_ID_CONNECTIONS = 9,
+  /**
+   * filter-rewriter: TCP packets whose sequence or acknowledgement number
+   * it rewrote.
+   */
+  QNS_COUNTER_ID_REWRITTEN = 10,
+  /**
+   * filter-rewriter: tracked connections that closed (and were forgotten).
+   */
+  QNS_COUNTER_ID_CLOSED = 11,
+  /**
+   * filter-dump: frames written to the file (bytes: as captured, at most
+   * the snap length each).
+   */
+  QNS_COUNTER_ID_WRITTEN = 12,
+  /**
+   * filter-dump: frames cut to the snap length (bytes: the bytes cut off).
+   */
+  QNS_COUNTER_ID_TRUNCATED = 13,
+  /**
+   * filter-dump: frames that could not be written to the file.
+   */
+  QNS_COUNTER_ID_WRITE_ERRORS = 14,
+  /**
+   * colo-compare: frames read from `primary_in`.
+   */
+  QNS_COUNTER_ID_PRIMARY = 15,
+  /**
+   * colo-compare: frames read from `secondary_in`.
+   */
+  QNS_COUNTER_ID_SECONDARY = 16,
+  /**
+   * colo-compare: TCP miscompares that requested a checkpoint.
+   */
+  QNS_COUNTER_ID_MISCOMPARE_TCP = 17,
+  /**
+   * colo-compare: UDP miscompares that requested a checkpoint.
+   */
+  QNS_COUNTER_ID_MISCOMPARE_UDP = 18,
+  /**
+   * colo-compare: ICMP miscompares that requested a checkpoint.
+   */
+  QNS_COUNTER_ID_MISCOMPARE_ICMP = 19,
+  /**
+   * colo-compare: miscompares of other IP protocols that requested a
+   * checkpoint.
+   */
+  QNS_COUNTER_ID_MISCOMPARE_OTHER = 20,
+  /**
+   * colo-compare: packets left unmatched past `compare_timeout`, which
+   * requested a checkpoint.
+   */
+  QNS_COUNTER_ID_MISCOMPARE_TIMEOUT = 21,
+  /**
+   * colo-compare: primary frames dropped because their queue was full
+   * (`max_queue_size`).
+   */
+  QNS_COUNTER_ID_PRIMARY_DROPPED = 22,
+  /**
+   * colo-compare: secondary frames dropped because their queue was full.
+   */
+  QNS_COUNTER_ID_SECONDARY_DROPPED = 23,
+  /**
+   * colo-compare: frames it cannot compare (not IPv4): primary ones are
+   * sent on uncompared, secondary ones dropped.
+   */
+  QNS_COUNTER_ID_UNSUPPORTED = 24,
+  /**
+   * colo-compare: frames that could not be sent to `outdev`.
+   */
+  QNS_COUNTER_ID_SEND_ERRORS = 25,
+  /**
+   * colo-compare: primary frames queued now, waiting for their match.
+   */
+  QNS_COUNTER_ID_PRIMARY_QUEUED = 26,
+  /**
+   * colo-compare: secondary frames queued now.
+   */
+  QNS_COUNTER_ID_SECONDARY_QUEUED = 27,
+  /**
+   * colo-compare: bad input on `primary_in`, as `indev-errors`.
+   */
+  QNS_COUNTER_ID_PRIMARY_IN_ERRORS = 28,
+  /**
+   * colo-compare: bad input on `secondary_in`, as `indev-errors`.
+   */
+  QNS_COUNTER_ID_SECONDARY_IN_ERRORS = 29,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum QnsCounterId QnsCounterId;
 #else
 typedef uint32_t QnsCounterId;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Who provides a set of `query-stats` values: QEMU's `StatsProvider`.
+ */
+enum QnsStatsProvider
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The network filters.
+   */
+  QNS_STATS_PROVIDER_NETFILTER = 0,
+  /**
+   * The colo-compare objects.
+   */
+  QNS_STATS_PROVIDER_COLO_COMPARE = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum QnsStatsProvider QnsStatsProvider;
+#else
+typedef uint32_t QnsStatsProvider;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -238,7 +411,22 @@ typedef struct QnsCounterStats {
 } QnsCounterStats;
 
 /**
- * One filter's entry in a `QnsStatsList`.
+ * One named value of a `query-stats` result.
+ */
+typedef struct QnsStatValue {
+  /**
+   * Its name in `query-stats-schemas` (`packets-tx`, `outdev-bytes`,
+   * ...), a static string.
+   */
+  const char *name;
+  /**
+   * Its value.
+   */
+  uint64_t value;
+} QnsStatValue;
+
+/**
+ * One filter's (or colo-compare object's) entry in a `QnsStatsList`.
  */
 typedef struct QnsFilterStats {
   /**
@@ -278,6 +466,16 @@ typedef struct QnsFilterStats {
    * Entries at `counters`.
    */
   size_t n_counters;
+  /**
+   * The same numbers as `n_values` named values for `query-stats`: the
+   * directions (a filter's only), then each counter's one or two values.
+   * NULL when `n_values` is 0.
+   */
+  const struct QnsStatValue *values;
+  /**
+   * Entries at `values`.
+   */
+  size_t n_values;
 } QnsFilterStats;
 
 /**
@@ -293,6 +491,28 @@ typedef struct QnsStatsList {
    */
   size_t len;
 } QnsStatsList;
+
+/**
+ * One value in `query-stats-schemas`.
+ */
+typedef struct QnsStatSchema {
+  /**
+   * The value's name, a static string.
+   */
+  const char *name;
+  /**
+   * A snapshot (QEMU's `instant`), not a running total (`cumulative`).
+   */
+  bool instant;
+  /**
+   * Its unit.
+   */
+  QnsStatUnit unit;
+  /**
+   * The power of 10 its unit is scaled by (-6: microseconds).
+   */
+  int32_t exponent;
+} QnsStatSchema;
 
 #ifdef __cplusplus
 extern "C" {
@@ -333,6 +553,44 @@ QnsResult qns_counters_count_packet(struct QnsCounters *counters,
                                     uint64_t bytes);
 
 /**
+ * Add `packets` and `bytes` to counter `id` (a `QnsCounterId`). No lock, no
+ * allocation; an unknown id is `QNS_RESULT_INVALID_ARGUMENT`. Cannot panic:
+ * a table lookup and two relaxed atomic adds (which wrap).
+ *
+ * # Safety
+ * `counters` must be NULL or live counters from `qns_counters_new()`.
+ */
+QnsResult qns_counters_add(struct QnsCounters *counters,
+                           uint32_t id,
+                           uint64_t packets,
+                           uint64_t bytes);
+
+/**
+ * Take `packets` and `bytes` off the snapshot counter `id` (frames that
+ * left a queue it counts). As `qns_counters_add()` otherwise.
+ *
+ * # Safety
+ * `counters` must be NULL or live counters from `qns_counters_new()`.
+ */
+QnsResult qns_counters_sub(struct QnsCounters *counters,
+                           uint32_t id,
+                           uint64_t packets,
+                           uint64_t bytes);
+
+/**
+ * Make the snapshot counter `id` read `packets` and `bytes` (the length of
+ * a table, taken where it changes or just before the counters are read).
+ * As `qns_counters_add()` otherwise.
+ *
+ * # Safety
+ * `counters` must be NULL or live counters from `qns_counters_new()`.
+ */
+QnsResult qns_counters_set(struct QnsCounters *counters,
+                           uint32_t id,
+                           uint64_t packets,
+                           uint64_t bytes);
+
+/**
  * A new decoder. `vnet_hdr`: the stream carries a vnet header length field
  * after each length (the filter's `vnet_hdr_support`). `max_frame_len`: the
  * largest payload accepted; 0 means QEMU's `NET_BUFSIZE` (69632).
@@ -355,10 +613,22 @@ struct QnsDecoder *qns_decoder_new(bool vnet_hdr, uint32_t max_frame_len);
 void qns_decoder_free(struct QnsDecoder *decoder);
 
 /**
+ * Count the frames this decoder hands out in counter `frames_id`, and the
+ * input it rejects in `errors_id` (both `QnsCounterId` values), instead of
+ * `indev` and `indev-errors`: for an object with several inputs
+ * (colo-compare). An unknown id is `QNS_RESULT_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `decoder` must be NULL or a live decoder.
+ */
+QnsResult qns_decoder_count_as(struct QnsDecoder *decoder, uint32_t frames_id, uint32_t errors_id);
+
+/**
  * Decode the next `len` bytes of the stream. `callback` gets every complete
  * frame, in order. When `counters` is not NULL, each frame adds to its
  * `indev` counter and each rejection to `indev-errors` (one packet per
- * rejected frame; the bytes thrown away).
+ * rejected frame; the bytes thrown away), or to those
+ * `qns_decoder_count_as()` chose.
  *
  * Returns `QNS_RESULT_OK`; or, when input was rejected, the problem met in
  * this chunk (`FRAME_TOO_LARGE`, `VNET_HEADER_TOO_LARGE`, `EMPTY_FRAME`; the
@@ -389,7 +659,8 @@ QnsResult qns_decoder_feed(struct QnsDecoder *decoder,
  * skipped) is not reported again. If the stream ended inside a frame
  * otherwise, returns `QNS_RESULT_TRUNCATED_FRAME` (its text is in
  * `qns_decoder_error_message()`) and counts it in `counters`' `indev-errors`
- * (one packet, the bytes received of it).
+ * (or the counter `qns_decoder_count_as()` chose): one packet, the bytes
+ * received of it.
  *
  * # Safety
  * `decoder` must be NULL or a live decoder; `counters` NULL or live counters.
@@ -534,6 +805,19 @@ QnsResult qns_stats_builder_add(struct QnsStatsBuilder *builder,
                                 const struct QnsCounters *counters);
 
 /**
+ * Add an object that is not a filter (colo-compare): its QOM id `name` and
+ * QOM type name `qom_type`, an empty netdev and no directions; its counters
+ * follow with `qns_stats_builder_add_counters()`. The strings are kept as
+ * `qns_stats_builder_add()` keeps them.
+ *
+ * # Safety
+ * `builder` NULL or live; the strings NULL or NUL-terminated.
+ */
+QnsResult qns_stats_builder_add_object(struct QnsStatsBuilder *builder,
+                                       const char *name,
+                                       const char *qom_type);
+
+/**
  * Add the filter-specific counters `ids[0..n_ids]` (`QnsCounterId` values)
  * of `counters`, read now and in that order, to the filter added last (after
  * those of an earlier call for it): the call a filter class's `get_stats`
@@ -576,6 +860,18 @@ void qns_stats_builder_free(struct QnsStatsBuilder *builder);
  * `list` NULL or from `qns_stats_builder_finish()` and not freed before.
  */
 void qns_stats_list_free(struct QnsStatsList *list);
+
+/**
+ * Value `index` of the `query-stats-schemas` entry of `provider` (a
+ * `QnsStatsProvider`): true, with `*value` written, while `index` is below
+ * the number of values; false after the last, and for an unknown provider
+ * or a NULL `value`. The values come in the order the objects report them.
+ * Cannot panic: it builds a short vector (running out of memory aborts).
+ *
+ * # Safety
+ * `value` NULL or writable.
+ */
+bool qns_stats_schema(uint32_t provider, size_t index, struct QnsStatSchema *value);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,11 +1,12 @@
 //! Per-filter counters: packets and bytes in each direction, plus the named
-//! counters that only some filter types report (each filter class says
-//! which, through its `get_stats` hook in QEMU's `NetFilterClass`).
+//! counters that only some filter types (and colo-compare) report; each
+//! filter class says which, through its `get_stats` hook in QEMU's
+//! `NetFilterClass`.
 //!
-//! Every value is an atomic updated with a relaxed `fetch_add`: the packet
-//! path takes no lock, several threads may count at once, and a reader (the
-//! QMP handler) never blocks a writer. A reader may see a packet counted
-//! before its bytes; each value on its own is exact.
+//! Every value is an atomic: the packet path takes no lock, several threads
+//! may count at once (colo-compare counts in its iothread), and a reader
+//! (the QMP handler, in the main loop) never blocks a writer. A reader may
+//! see a packet counted before its bytes; each value on its own is exact.
 
 use std::{
     ffi::CStr,
@@ -23,44 +24,221 @@ pub enum QnsDirection {
     Rx = 1,
 }
 
-/// The filter-specific counters. A filter class reports the ones it has, in
-/// the order it lists them.
+/// What a counter's two values (`packets` and `bytes` in
+/// `query-netfilter-stats`) hold, which gives its values' names and units in
+/// `query-stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Frames and their bytes: `NAME-packets` and `NAME-bytes` (in bytes).
+    Frames,
+    /// Events (connections, miscompares): `NAME`; its bytes are always 0.
+    Events,
+    /// Events and the time they lasted: `NAME-count`, and `NAME` in
+    /// microseconds (the `bytes` field).
+    Duration,
+}
+
+/// A C string literal made from a `concat!` of literals (`c"..."` cannot
+/// be concatenated).
+macro_rules! c_concat {
+    ($($part:expr),+) => {
+        match CStr::from_bytes_with_nul(concat!($($part),+, "\0").as_bytes()) {
+            Ok(s) => s,
+            Err(_) => panic!("a NUL inside a counter name"),
+        }
+    };
+}
+
+/// The filter-specific counters. A filter class (or colo-compare) reports
+/// the ones it has, in the order it lists them; the README's table says
+/// which each has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum QnsCounterId {
-    /// Frames read whole from the indev chardev and injected.
+    /// filter-redirector: frames read whole from the indev chardev and
+    /// injected.
     Indev = 0,
-    /// Frames written whole to the outdev chardev.
+    /// filter-mirror, filter-redirector: frames written whole to the outdev
+    /// chardev.
     Outdev = 1,
-    /// Input the indev decoder rejected: packets = rejected frames, bytes =
-    /// bytes of input thrown away.
+    /// filter-redirector: input the indev decoder rejected: packets =
+    /// rejected frames, bytes = bytes of input thrown away.
     IndevErrors = 2,
-    /// Frames that could not be written to the outdev.
+    /// filter-mirror, filter-redirector: frames that could not be written to
+    /// the outdev.
     OutdevErrors = 3,
+    /// filter-mirror, filter-redirector: frames after which the filter held
+    /// their sender (its outdev backlog was at its high-water mark).
+    Held = 4,
+    /// filter-mirror, filter-redirector: holds ended (packets) and the
+    /// microseconds their senders were held in all (bytes).
+    HoldTime = 5,
+    /// filter-buffer: frames released to the next filter or the peer;
+    /// colo-compare: primary frames released (they compared equal, or carry
+    /// nothing to compare).
+    Released = 6,
+    /// filter-buffer: frames dropped, because its queue was full or a flush
+    /// the receiver refused purged them.
+    Dropped = 7,
+    /// filter-buffer: frames (and their bytes) held in it now.
+    Buffered = 8,
+    /// filter-rewriter, colo-compare: connections tracked now.
+    Connections = 9,
+    /// filter-rewriter: TCP packets whose sequence or acknowledgement number
+    /// it rewrote.
+    Rewritten = 10,
+    /// filter-rewriter: tracked connections that closed (and were forgotten).
+    Closed = 11,
+    /// filter-dump: frames written to the file (bytes: as captured, at most
+    /// the snap length each).
+    Written = 12,
+    /// filter-dump: frames cut to the snap length (bytes: the bytes cut off).
+    Truncated = 13,
+    /// filter-dump: frames that could not be written to the file.
+    WriteErrors = 14,
+    /// colo-compare: frames read from `primary_in`.
+    Primary = 15,
+    /// colo-compare: frames read from `secondary_in`.
+    Secondary = 16,
+    /// colo-compare: TCP miscompares that requested a checkpoint.
+    MiscompareTcp = 17,
+    /// colo-compare: UDP miscompares that requested a checkpoint.
+    MiscompareUdp = 18,
+    /// colo-compare: ICMP miscompares that requested a checkpoint.
+    MiscompareIcmp = 19,
+    /// colo-compare: miscompares of other IP protocols that requested a
+    /// checkpoint.
+    MiscompareOther = 20,
+    /// colo-compare: packets left unmatched past `compare_timeout`, which
+    /// requested a checkpoint.
+    MiscompareTimeout = 21,
+    /// colo-compare: primary frames dropped because their queue was full
+    /// (`max_queue_size`).
+    PrimaryDropped = 22,
+    /// colo-compare: secondary frames dropped because their queue was full.
+    SecondaryDropped = 23,
+    /// colo-compare: frames it cannot compare (not IPv4): primary ones are
+    /// sent on uncompared, secondary ones dropped.
+    Unsupported = 24,
+    /// colo-compare: frames that could not be sent to `outdev`.
+    SendErrors = 25,
+    /// colo-compare: primary frames queued now, waiting for their match.
+    PrimaryQueued = 26,
+    /// colo-compare: secondary frames queued now.
+    SecondaryQueued = 27,
+    /// colo-compare: bad input on `primary_in`, as `indev-errors`.
+    PrimaryInErrors = 28,
+    /// colo-compare: bad input on `secondary_in`, as `indev-errors`.
+    SecondaryInErrors = 29,
 }
 
+/// What the code says of one counter.
+struct Info {
+    id: QnsCounterId,
+    name: &'static CStr,
+    instant: bool,
+    shape: Shape,
+    /// The `query-stats` names of its values (see [`QnsCounterId::stat_names`]).
+    stat_names: (&'static CStr, Option<&'static CStr>),
+}
+
+/// `info!(Id, "name", cumulative|instant, Shape)`: the [`Info`] of one
+/// counter, with the `query-stats` names its shape gives.
+macro_rules! info {
+    ($id:ident, $name:literal, $kind:ident, $shape:ident) => {
+        Info {
+            id: QnsCounterId::$id,
+            name: c_concat!($name),
+            instant: info!(@instant $kind),
+            shape: Shape::$shape,
+            stat_names: info!(@names $shape $name),
+        }
+    };
+    (@instant cumulative) => { false };
+    (@instant instant) => { true };
+    (@names Frames $name:literal) => {
+        (c_concat!($name, "-packets"), Some(c_concat!($name, "-bytes")))
+    };
+    (@names Events $name:literal) => { (c_concat!($name), None) };
+    (@names Duration $name:literal) => {
+        (c_concat!($name, "-count"), Some(c_concat!($name)))
+    };
+}
+
+/// Every counter, in numeric order (a test checks it).
+const INFO: [Info; 30] = [
+    info!(Indev, "indev", cumulative, Frames),
+    info!(Outdev, "outdev", cumulative, Frames),
+    info!(IndevErrors, "indev-errors", cumulative, Frames),
+    info!(OutdevErrors, "outdev-errors", cumulative, Frames),
+    info!(Held, "held", cumulative, Frames),
+    info!(HoldTime, "hold-time", cumulative, Duration),
+    info!(Released, "released", cumulative, Frames),
+    info!(Dropped, "dropped", cumulative, Frames),
+    info!(Buffered, "buffered", instant, Frames),
+    info!(Connections, "connections", instant, Events),
+    info!(Rewritten, "rewritten", cumulative, Frames),
+    info!(Closed, "closed", cumulative, Events),
+    info!(Written, "written", cumulative, Frames),
+    info!(Truncated, "truncated", cumulative, Frames),
+    info!(WriteErrors, "write-errors", cumulative, Frames),
+    info!(Primary, "primary", cumulative, Frames),
+    info!(Secondary, "secondary", cumulative, Frames),
+    info!(MiscompareTcp, "miscompare-tcp", cumulative, Events),
+    info!(MiscompareUdp, "miscompare-udp", cumulative, Events),
+    info!(MiscompareIcmp, "miscompare-icmp", cumulative, Events),
+    info!(MiscompareOther, "miscompare-other", cumulative, Events),
+    info!(MiscompareTimeout, "miscompare-timeout", cumulative, Events),
+    info!(PrimaryDropped, "primary-dropped", cumulative, Frames),
+    info!(SecondaryDropped, "secondary-dropped", cumulative, Frames),
+    info!(Unsupported, "unsupported", cumulative, Frames),
+    info!(SendErrors, "send-errors", cumulative, Frames),
+    info!(PrimaryQueued, "primary-queued", instant, Frames),
+    info!(SecondaryQueued, "secondary-queued", instant, Frames),
+    info!(PrimaryInErrors, "primary-in-errors", cumulative, Frames),
+    info!(SecondaryInErrors, "secondary-in-errors", cumulative, Frames),
+];
+
 impl QnsCounterId {
-    /// Every id.
-    pub(crate) const ALL: [QnsCounterId; 4] = [
-        QnsCounterId::Indev,
-        QnsCounterId::Outdev,
-        QnsCounterId::IndevErrors,
-        QnsCounterId::OutdevErrors,
-    ];
+    /// Every id, in numeric order.
+    pub(crate) const ALL: [QnsCounterId; INFO.len()] = {
+        let mut all = [QnsCounterId::Indev; INFO.len()];
+        let mut i = 0;
+        while i < INFO.len() {
+            all[i] = INFO[i].id;
+            i += 1;
+        }
+        all
+    };
+
+    fn info(self) -> &'static Info {
+        &INFO[self as usize]
+    }
 
     /// The name in the QMP reply and the HMP text.
     pub fn c_name(self) -> &'static CStr {
-        match self {
-            QnsCounterId::Indev => c"indev",
-            QnsCounterId::Outdev => c"outdev",
-            QnsCounterId::IndevErrors => c"indev-errors",
-            QnsCounterId::OutdevErrors => c"outdev-errors",
-        }
+        self.info().name
+    }
+
+    /// A snapshot (frames queued now), not a running total.
+    pub fn is_instant(self) -> bool {
+        self.info().instant
+    }
+
+    /// What its two values hold.
+    pub fn shape(self) -> Shape {
+        self.info().shape
+    }
+
+    /// The `query-stats` names of its values: the first value's
+    /// (`packets`), and the second's (`bytes`) unless it is always 0.
+    pub fn stat_names(self) -> (&'static CStr, Option<&'static CStr>) {
+        self.info().stat_names
     }
 
     /// The id with this numeric value, if there is one (C may pass anything).
     pub fn from_raw(raw: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|id| *id as u32 == raw)
+        Self::ALL.get(raw as usize).copied()
     }
 }
 
@@ -74,6 +252,16 @@ impl PacketsAndBytes {
     fn add(&self, packets: u64, bytes: u64) {
         self.packets.fetch_add(packets, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn sub(&self, packets: u64, bytes: u64) {
+        self.packets.fetch_sub(packets, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn set(&self, packets: u64, bytes: u64) {
+        self.packets.store(packets, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
     }
 
     fn read(&self) -> Count {
@@ -125,6 +313,19 @@ impl FilterCounters {
         }
     }
 
+    /// Take `packets` and `bytes` off the snapshot counter `id` (frames that
+    /// left a queue).
+    #[inline]
+    pub fn sub(&self, id: QnsCounterId, packets: u64, bytes: u64) {
+        self.named[id as usize].sub(packets, bytes);
+    }
+
+    /// Make the snapshot counter `id` read `packets` and `bytes`.
+    #[inline]
+    pub fn set(&self, id: QnsCounterId, packets: u64, bytes: u64) {
+        self.named[id as usize].set(packets, bytes);
+    }
+
     /// The value of counter `id`.
     pub fn get(&self, id: QnsCounterId) -> Count {
         self.named[id as usize].read()
@@ -164,8 +365,9 @@ mod tests {
         let c = FilterCounters::default();
         c.add(QnsCounterId::Outdev, 1, 100);
         c.add(QnsCounterId::Indev, 2, 20);
-        let got: Vec<_> = QnsCounterId::ALL
-            .into_iter()
+        let got: Vec<_> = QnsCounterId::ALL[..4]
+            .iter()
+            .copied()
             .map(|id| {
                 (
                     id.c_name().to_str().unwrap(),
@@ -187,8 +389,60 @@ mod tests {
 
     #[test]
     fn raw_ids_are_checked() {
-        assert_eq!(QnsCounterId::from_raw(1), Some(QnsCounterId::Outdev));
-        assert_eq!(QnsCounterId::from_raw(4), None);
+        for (i, id) in QnsCounterId::ALL.into_iter().enumerate() {
+            assert_eq!(id as usize, i, "INFO is in numeric order");
+            assert_eq!(QnsCounterId::from_raw(i as u32), Some(id));
+        }
+        assert_eq!(QnsCounterId::from_raw(QnsCounterId::ALL.len() as u32), None);
+        assert_eq!(QnsCounterId::from_raw(u32::MAX), None);
+    }
+
+    #[test]
+    fn names_are_unique_and_follow_the_shape() {
+        let mut seen = std::collections::BTreeSet::new();
+        for id in QnsCounterId::ALL {
+            let name = id.c_name().to_str().unwrap();
+            assert!(seen.insert(name), "{name} twice");
+            let (first, second) = id.stat_names();
+            let (first, second) = (first.to_str().unwrap(), second.map(|s| s.to_str().unwrap()));
+            match id.shape() {
+                Shape::Frames => {
+                    assert_eq!(
+                        (first, second),
+                        (&*format!("{name}-packets"), Some(&*format!("{name}-bytes")))
+                    )
+                }
+                Shape::Events => assert_eq!((first, second), (name, None)),
+                Shape::Duration => {
+                    assert_eq!((first, second), (&*format!("{name}-count"), Some(name)))
+                }
+            }
+        }
+        assert_eq!(QnsCounterId::Connections.stat_names().0, c"connections");
+        assert!(QnsCounterId::Buffered.is_instant() && !QnsCounterId::Outdev.is_instant());
+    }
+
+    #[test]
+    fn snapshots_go_up_and_down() {
+        let c = FilterCounters::default();
+        c.add(QnsCounterId::PrimaryQueued, 3, 300);
+        c.sub(QnsCounterId::PrimaryQueued, 1, 100);
+        assert_eq!(
+            c.get(QnsCounterId::PrimaryQueued),
+            Count {
+                packets: 2,
+                bytes: 200
+            }
+        );
+        c.set(QnsCounterId::Connections, 7, 0);
+        c.set(QnsCounterId::Connections, 5, 0);
+        assert_eq!(
+            c.get(QnsCounterId::Connections),
+            Count {
+                packets: 5,
+                bytes: 0
+            }
+        );
     }
 
     #[test]

@@ -1,15 +1,17 @@
-//! The list behind `query-netfilter-stats`, built in one pass over the
-//! filters the C side walks: per filter one entry with its two directions,
-//! then the filter-specific counters its class reports, in its order.
+//! The list behind `query-netfilter-stats` and QEMU's `query-stats`, built in
+//! one pass over the filters (or colo-compare objects) the C side walks: per
+//! object one entry with its two directions, then the counters its class
+//! reports, in its order; and the same numbers as the named values of
+//! `query-stats`, whose schema ([`schema`]) says their type and unit.
 //!
 //! The list is the C view itself (`#[repr(C)]` types). Its strings are the
 //! filter's own (QOM id, netdev id, type name), borrowed, not copied: the
 //! caller converts the list to QAPI types, which copies each string once,
 //! before the filters can change (QEMU holds the BQL throughout).
 
-use std::ffi::c_char;
+use std::ffi::{c_char, CStr};
 
-use crate::counters::{FilterCounters, QnsCounterId, QnsDirection};
+use crate::counters::{FilterCounters, QnsCounterId, QnsDirection, Shape};
 
 /// One filter-specific counter in a `QnsFilterStats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +25,18 @@ pub struct QnsCounterStats {
     pub bytes: u64,
 }
 
-/// One filter's entry in a `QnsStatsList`.
+/// One named value of a `query-stats` result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct QnsStatValue {
+    /// Its name in `query-stats-schemas` (`packets-tx`, `outdev-bytes`,
+    /// ...), a static string.
+    pub name: *const c_char,
+    /// Its value.
+    pub value: u64,
+}
+
+/// One filter's (or colo-compare object's) entry in a `QnsStatsList`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct QnsFilterStats {
@@ -46,6 +59,12 @@ pub struct QnsFilterStats {
     pub counters: *const QnsCounterStats,
     /// Entries at `counters`.
     pub n_counters: usize,
+    /// The same numbers as `n_values` named values for `query-stats`: the
+    /// directions (a filter's only), then each counter's one or two values.
+    /// NULL when `n_values` is 0.
+    pub values: *const QnsStatValue,
+    /// Entries at `values`.
+    pub n_values: usize,
 }
 
 /// The result of a query: `len` filters in the order they were added.
@@ -67,6 +86,7 @@ pub struct OwnedStatsList {
     pub view: QnsStatsList,
     filters: Vec<QnsFilterStats>,
     counters: Vec<QnsCounterStats>,
+    values: Vec<QnsStatValue>,
 }
 
 /// Collects the filters of one query.
@@ -75,7 +95,13 @@ pub struct StatsListBuilder {
     filters: Vec<QnsFilterStats>,
     /// Every filter's counters, one after the other.
     counters: Vec<QnsCounterStats>,
+    /// Every filter's `query-stats` values, one after the other.
+    values: Vec<QnsStatValue>,
 }
+
+/// The `query-stats` names of a filter's directions, in the order of
+/// `query-netfilter-stats`.
+static DIRECTION_VALUES: [&CStr; 4] = [c"packets-tx", c"packets-rx", c"bytes-tx", c"bytes-rx"];
 
 /// `slice.as_ptr()`, or NULL for an empty slice (as the C view promises).
 fn ptr_or_null<T>(slice: &[T]) -> *const T {
@@ -108,10 +134,40 @@ impl StatsListBuilder {
             packets_rx: rx.packets,
             bytes_tx: tx.bytes,
             bytes_rx: rx.bytes,
-            // An index into `self.counters` until `finish` makes it a
-            // pointer (the vector may still move).
+            // Indexes into `self.counters` and `self.values` until `finish`
+            // makes them pointers (the vectors may still move).
             counters: std::ptr::null(),
             n_counters: 0,
+            values: std::ptr::null(),
+            n_values: DIRECTION_VALUES.len(),
+        });
+        let directions = [tx.packets, rx.packets, tx.bytes, rx.bytes];
+        self.values.extend(
+            DIRECTION_VALUES
+                .iter()
+                .zip(directions)
+                .map(|(name, value)| QnsStatValue {
+                    name: name.as_ptr(),
+                    value,
+                }),
+        );
+    }
+
+    /// Add an object that is not a filter (colo-compare): no netdev (an
+    /// empty string), no directions, only the counters added next.
+    pub fn add_object(&mut self, name: *const c_char, qom_type: *const c_char) {
+        self.filters.push(QnsFilterStats {
+            name,
+            netdev: c"".as_ptr(),
+            qom_type,
+            packets_tx: 0,
+            packets_rx: 0,
+            bytes_tx: 0,
+            bytes_rx: 0,
+            counters: std::ptr::null(),
+            n_counters: 0,
+            values: std::ptr::null(),
+            n_values: 0,
         });
     }
 
@@ -122,14 +178,26 @@ impl StatsListBuilder {
             return false;
         };
         last.n_counters += ids.len();
-        self.counters.extend(ids.iter().map(|&id| {
+        for &id in ids {
             let count = counters.get(id);
-            QnsCounterStats {
+            self.counters.push(QnsCounterStats {
                 name: id.c_name().as_ptr(),
                 packets: count.packets,
                 bytes: count.bytes,
+            });
+            let (first, second) = id.stat_names();
+            self.values.push(QnsStatValue {
+                name: first.as_ptr(),
+                value: count.packets,
+            });
+            if let Some(second) = second {
+                self.values.push(QnsStatValue {
+                    name: second.as_ptr(),
+                    value: count.bytes,
+                });
             }
-        }));
+            last.n_values += 1 + usize::from(second.is_some());
+        }
         true
     }
 
@@ -138,13 +206,16 @@ impl StatsListBuilder {
         let Self {
             mut filters,
             counters,
+            values,
         } = self;
-        // The counters' heap buffer does not move when the vector moves
-        // into the box, so pointers into it stay valid.
-        let mut start = 0;
+        // The heap buffers do not move when the vectors move into the box,
+        // so pointers into them stay valid.
+        let (mut counter, mut value) = (0, 0);
         for f in &mut filters {
-            f.counters = ptr_or_null(&counters[start..start + f.n_counters]);
-            start += f.n_counters;
+            f.counters = ptr_or_null(&counters[counter..counter + f.n_counters]);
+            f.values = ptr_or_null(&values[value..value + f.n_values]);
+            counter += f.n_counters;
+            value += f.n_values;
         }
         Box::new(OwnedStatsList {
             view: QnsStatsList {
@@ -153,8 +224,131 @@ impl StatsListBuilder {
             },
             filters,
             counters,
+            values,
         })
     }
+}
+
+/// Who provides a set of `query-stats` values: QEMU's `StatsProvider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum QnsStatsProvider {
+    /// The network filters.
+    Netfilter = 0,
+    /// The colo-compare objects.
+    ColoCompare = 1,
+}
+
+/// The counters each provider's classes report, for its schema. A class
+/// reporting a counter not listed here fails the end-to-end tests, which
+/// check every value `query-stats` returns against the schema.
+const FILTER_COUNTERS: [QnsCounterId; 15] = {
+    use QnsCounterId::*;
+    [
+        Indev,
+        Outdev,
+        IndevErrors,
+        OutdevErrors,
+        Held,
+        HoldTime,
+        Released,
+        Dropped,
+        Buffered,
+        Connections,
+        Rewritten,
+        Closed,
+        Written,
+        Truncated,
+        WriteErrors,
+    ]
+};
+const COLO_COUNTERS: [QnsCounterId; 17] = {
+    use QnsCounterId::*;
+    [
+        Primary,
+        Secondary,
+        Released,
+        MiscompareTcp,
+        MiscompareUdp,
+        MiscompareIcmp,
+        MiscompareOther,
+        MiscompareTimeout,
+        PrimaryDropped,
+        SecondaryDropped,
+        Unsupported,
+        SendErrors,
+        PrimaryQueued,
+        SecondaryQueued,
+        Connections,
+        PrimaryInErrors,
+        SecondaryInErrors,
+    ]
+};
+
+/// The unit of a `query-stats` value: QEMU's `StatsUnit`, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum QnsStatUnit {
+    /// A plain count (packets, connections, events).
+    None = 0,
+    /// Bytes.
+    Bytes = 1,
+    /// Seconds, times 10 to the power of the value's `exponent`.
+    Seconds = 2,
+}
+
+/// One value in `query-stats-schemas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct QnsStatSchema {
+    /// The value's name, a static string.
+    pub name: *const c_char,
+    /// A snapshot (QEMU's `instant`), not a running total (`cumulative`).
+    pub instant: bool,
+    /// Its unit.
+    pub unit: QnsStatUnit,
+    /// The power of 10 its unit is scaled by (-6: microseconds).
+    pub exponent: i32,
+}
+
+/// Every value `provider`'s objects can report, in the order they do.
+pub fn schema(provider: QnsStatsProvider) -> Vec<QnsStatSchema> {
+    let value = |name: &CStr, instant, unit, exponent| QnsStatSchema {
+        name: name.as_ptr(),
+        instant,
+        unit,
+        exponent,
+    };
+    let (mut values, ids): (Vec<_>, &[_]) = match provider {
+        QnsStatsProvider::Netfilter => (
+            DIRECTION_VALUES
+                .iter()
+                .map(|name| {
+                    let bytes = name.to_bytes().starts_with(b"bytes");
+                    let unit = if bytes {
+                        QnsStatUnit::Bytes
+                    } else {
+                        QnsStatUnit::None
+                    };
+                    value(name, false, unit, 0)
+                })
+                .collect(),
+            &FILTER_COUNTERS,
+        ),
+        QnsStatsProvider::ColoCompare => (Vec::new(), &COLO_COUNTERS),
+    };
+    for &id in ids {
+        let (first, second) = id.stat_names();
+        values.push(value(first, id.is_instant(), QnsStatUnit::None, 0));
+        if let Some(second) = second {
+            let (unit, exponent) = match id.shape() {
+                Shape::Duration => (QnsStatUnit::Seconds, -6),
+                _ => (QnsStatUnit::Bytes, 0),
+            };
+            values.push(value(second, id.is_instant(), unit, exponent));
+        }
+    }
+    values
 }
 
 #[cfg(test)]
@@ -230,6 +424,26 @@ mod tests {
             counters_of(&list, 0),
             [("indev".into(), 1, 60), ("outdev".into(), 0, 0)]
         );
+        let (indev, outdev) = (
+            QnsCounterId::Indev.stat_names(),
+            QnsCounterId::Outdev.stat_names(),
+        );
+        let names = DIRECTION_VALUES.iter().copied().chain([
+            indev.0,
+            indev.1.unwrap(),
+            outdev.0,
+            outdev.1.unwrap(),
+        ]);
+        let expected: Vec<_> = names
+            .zip([1, 0, 100, 0, 1, 60, 0, 0])
+            .map(|(name, value)| QnsStatValue {
+                name: name.as_ptr(),
+                value,
+            })
+            .collect();
+        assert_eq!(list.values[..f[0].n_values], expected);
+        assert_eq!(f[0].values, list.values.as_ptr());
+        assert_eq!(f[1].n_values, 4);
         assert_eq!(counters_of(&list, 1), []);
         assert!(f[1].counters.is_null());
         assert_eq!(

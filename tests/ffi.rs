@@ -117,7 +117,7 @@ fn stats_list_in_one_pass_with_each_class_order() {
             QnsResult::Ok
         );
         assert_eq!(
-            qns_stats_builder_add_counters(builder, r, [4].as_ptr(), 1),
+            qns_stats_builder_add_counters(builder, r, [u32::MAX].as_ptr(), 1),
             QnsResult::InvalidArgument
         );
         assert_eq!(
@@ -233,6 +233,21 @@ fn exports_outside_the_boundary_do_not_panic() {
             qns_counters_count_packet(std::ptr::null_mut(), 0, 1),
             QnsResult::NullPointer
         );
+        for id in [0, 29, 30, u32::MAX] {
+            for (packets, bytes) in [(0, 0), (u64::MAX, u64::MAX)] {
+                qns_counters_add(c, id, packets, bytes);
+                qns_counters_sub(c, id, packets, bytes);
+                qns_counters_set(c, id, packets, bytes);
+            }
+        }
+        for f in [qns_counters_add, qns_counters_sub, qns_counters_set] {
+            assert_eq!(f(std::ptr::null_mut(), 0, 1, 1), QnsResult::NullPointer);
+        }
+        let mut value = std::mem::MaybeUninit::uninit();
+        for (provider, index) in [(0, 0), (1, 0), (0, usize::MAX), (2, 0), (u32::MAX, 0)] {
+            qns_stats_schema(provider, index, value.as_mut_ptr());
+            assert!(!qns_stats_schema(provider, index, std::ptr::null_mut()));
+        }
         qns_counters_free(c);
         qns_counters_free(std::ptr::null_mut());
         for (vnet, max) in [(false, 0), (true, 1), (true, u32::MAX)] {
@@ -256,5 +271,139 @@ fn exports_outside_the_boundary_do_not_panic() {
         assert!(!qns_outdev_congested(std::ptr::null()));
         assert!(qns_outdev_drained(std::ptr::null()));
         assert!(!qns_outdev_mid_frame(std::ptr::null()));
+    }
+}
+
+#[test]
+fn snapshot_counters_and_a_decoder_counting_elsewhere() {
+    // SAFETY: every handle is from its constructor, used, then freed once.
+    unsafe {
+        let c = qns_counters_new();
+        let queued = QnsCounterId::PrimaryQueued as u32;
+        assert_eq!(qns_counters_add(c, queued, 3, 300), QnsResult::Ok);
+        assert_eq!(qns_counters_sub(c, queued, 1, 100), QnsResult::Ok);
+        assert_eq!(read(c, QnsCounterId::PrimaryQueued), (2, 200));
+        let conns = QnsCounterId::Connections as u32;
+        assert_eq!(qns_counters_set(c, conns, 9, 0), QnsResult::Ok);
+        assert_eq!(qns_counters_set(c, conns, 4, 0), QnsResult::Ok);
+        assert_eq!(read(c, QnsCounterId::Connections), (4, 0));
+        assert_eq!(qns_counters_add(c, 30, 1, 1), QnsResult::InvalidArgument);
+
+        // colo-compare's secondary_in: frames and bad input in its own
+        // counters, a zero-length frame (rejected) then one good frame
+        let d = qns_decoder_new(false, 0);
+        let (frames, errors) = (
+            QnsCounterId::Secondary as u32,
+            QnsCounterId::SecondaryInErrors as u32,
+        );
+        assert_eq!(
+            qns_decoder_count_as(d, frames, 30),
+            QnsResult::InvalidArgument
+        );
+        assert_eq!(qns_decoder_count_as(d, frames, errors), QnsResult::Ok);
+        let input = [0, 0, 0, 0, 0, 0, 0, 2, 0xaa, 0xbb];
+        assert_eq!(
+            qns_decoder_feed(
+                d,
+                c,
+                input.as_ptr(),
+                input.len(),
+                Some(ignore),
+                std::ptr::null_mut()
+            ),
+            QnsResult::EmptyFrame
+        );
+        assert_eq!(read(c, QnsCounterId::Secondary), (1, 2));
+        assert_eq!(read(c, QnsCounterId::SecondaryInErrors), (1, 4));
+        assert_eq!(read(c, QnsCounterId::Indev), (0, 0));
+        assert_eq!(read(c, QnsCounterId::IndevErrors), (0, 0));
+        qns_decoder_free(d);
+
+        // an object that is not a filter: no directions, only its counters
+        let b = qns_stats_builder_new();
+        let (name, ty) = (c"comp0", c"colo-compare");
+        assert_eq!(
+            qns_stats_builder_add_object(b, std::ptr::null(), ty.as_ptr()),
+            QnsResult::NullPointer
+        );
+        assert_eq!(
+            qns_stats_builder_add_object(b, name.as_ptr(), ty.as_ptr()),
+            QnsResult::Ok
+        );
+        let ids = [conns, frames];
+        assert_eq!(
+            qns_stats_builder_add_counters(b, c, ids.as_ptr(), 2),
+            QnsResult::Ok
+        );
+        let mut list = std::ptr::null_mut();
+        assert_eq!(qns_stats_builder_finish(b, &mut list), QnsResult::Ok);
+        let f = &*(*list).filters;
+        assert_eq!(CStr::from_ptr(f.netdev), c"");
+        let values: Vec<_> = std::slice::from_raw_parts(f.values, f.n_values)
+            .iter()
+            .map(|v| (CStr::from_ptr(v.name).to_str().unwrap(), v.value))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("connections", 4),
+                ("secondary-packets", 1),
+                ("secondary-bytes", 2)
+            ]
+        );
+        qns_stats_list_free(list);
+        qns_counters_free(c);
+    }
+}
+
+#[test]
+fn schemas_name_every_value_once_with_its_unit() {
+    use qemu_netfilter_stats::stats::{QnsStatSchema, QnsStatUnit};
+    for provider in [0, 1] {
+        let mut values = Vec::new();
+        let mut v = std::mem::MaybeUninit::<QnsStatSchema>::uninit();
+        // SAFETY: v is writable.
+        while unsafe { qns_stats_schema(provider, values.len(), v.as_mut_ptr()) } {
+            // SAFETY: a true return wrote a valid value.
+            let v = unsafe { v.assume_init() };
+            // SAFETY: the schema's names are static C strings.
+            let name = unsafe { CStr::from_ptr(v.name) }.to_str().unwrap();
+            values.push((name, v.instant, v.unit, v.exponent));
+        }
+        let names: std::collections::BTreeSet<_> = values.iter().map(|v| v.0).collect();
+        assert_eq!(
+            names.len(),
+            values.len(),
+            "a name twice in provider {provider}"
+        );
+        for (name, _, unit, exponent) in &values {
+            let bytes = name.starts_with("bytes") || name.ends_with("-bytes");
+            assert_eq!(*unit == QnsStatUnit::Bytes, bytes, "{name}");
+            assert_eq!(*unit == QnsStatUnit::Seconds, *exponent == -6, "{name}");
+        }
+        let find = |n: &str| *values.iter().find(|v| v.0 == n).unwrap();
+        if provider == 0 {
+            // directions, 12 counters of frames, hold-time, two of events
+            assert_eq!(values.len(), 4 + 2 * 12 + 2 + 2);
+            assert_eq!(
+                find("packets-tx"),
+                ("packets-tx", false, QnsStatUnit::None, 0)
+            );
+            assert_eq!(
+                find("hold-time"),
+                ("hold-time", false, QnsStatUnit::Seconds, -6)
+            );
+            assert_eq!(
+                find("buffered-bytes"),
+                ("buffered-bytes", true, QnsStatUnit::Bytes, 0)
+            );
+        } else {
+            assert!(find("primary-queued-packets").1);
+            assert_eq!(
+                find("miscompare-udp"),
+                ("miscompare-udp", false, QnsStatUnit::None, 0)
+            );
+            assert!(!names.contains("packets-tx"));
+        }
     }
 }

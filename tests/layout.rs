@@ -25,7 +25,10 @@ use std::{
 use qemu_netfilter_stats::{
     counters::{QnsCounterId, QnsDirection},
     ffi::{counters::*, decoder::*, outdev::*, qns_result_message, stats::*, QnsResult},
-    stats::{QnsCounterStats, QnsFilterStats, QnsStatsList},
+    stats::{
+        QnsCounterStats, QnsFilterStats, QnsStatSchema, QnsStatUnit, QnsStatValue, QnsStatsList,
+        QnsStatsProvider,
+    },
 };
 
 const HEADER: &str = concat!(
@@ -98,7 +101,19 @@ fn rust_structs() -> BTreeMap<&'static str, Layout> {
                 bytes_tx,
                 bytes_rx,
                 counters,
-                n_counters
+                n_counters,
+                values,
+                n_values
+            }),
+        ),
+        ("QnsStatValue", rust_layout!(QnsStatValue { name, value })),
+        (
+            "QnsStatSchema",
+            rust_layout!(QnsStatSchema {
+                name,
+                instant,
+                unit,
+                exponent
             }),
         ),
         ("QnsStatsList", rust_layout!(QnsStatsList { filters, len })),
@@ -147,6 +162,21 @@ fn rust_enums() -> BTreeMap<&'static str, EnumValues> {
             }),
         ),
         (
+            "QnsStatsProvider",
+            rust_enum!(QnsStatsProvider {
+                QNS_STATS_PROVIDER_NETFILTER = Netfilter,
+                QNS_STATS_PROVIDER_COLO_COMPARE = ColoCompare,
+            }),
+        ),
+        (
+            "QnsStatUnit",
+            rust_enum!(QnsStatUnit {
+                QNS_STAT_UNIT_NONE = None,
+                QNS_STAT_UNIT_BYTES = Bytes,
+                QNS_STAT_UNIT_SECONDS = Seconds,
+            }),
+        ),
+        (
             "QnsDirection",
             rust_enum!(QnsDirection {
                 QNS_DIRECTION_TX = Tx,
@@ -160,6 +190,32 @@ fn rust_enums() -> BTreeMap<&'static str, EnumValues> {
                 QNS_COUNTER_ID_OUTDEV = Outdev,
                 QNS_COUNTER_ID_INDEV_ERRORS = IndevErrors,
                 QNS_COUNTER_ID_OUTDEV_ERRORS = OutdevErrors,
+                QNS_COUNTER_ID_HELD = Held,
+                QNS_COUNTER_ID_HOLD_TIME = HoldTime,
+                QNS_COUNTER_ID_RELEASED = Released,
+                QNS_COUNTER_ID_DROPPED = Dropped,
+                QNS_COUNTER_ID_BUFFERED = Buffered,
+                QNS_COUNTER_ID_CONNECTIONS = Connections,
+                QNS_COUNTER_ID_REWRITTEN = Rewritten,
+                QNS_COUNTER_ID_CLOSED = Closed,
+                QNS_COUNTER_ID_WRITTEN = Written,
+                QNS_COUNTER_ID_TRUNCATED = Truncated,
+                QNS_COUNTER_ID_WRITE_ERRORS = WriteErrors,
+                QNS_COUNTER_ID_PRIMARY = Primary,
+                QNS_COUNTER_ID_SECONDARY = Secondary,
+                QNS_COUNTER_ID_MISCOMPARE_TCP = MiscompareTcp,
+                QNS_COUNTER_ID_MISCOMPARE_UDP = MiscompareUdp,
+                QNS_COUNTER_ID_MISCOMPARE_ICMP = MiscompareIcmp,
+                QNS_COUNTER_ID_MISCOMPARE_OTHER = MiscompareOther,
+                QNS_COUNTER_ID_MISCOMPARE_TIMEOUT = MiscompareTimeout,
+                QNS_COUNTER_ID_PRIMARY_DROPPED = PrimaryDropped,
+                QNS_COUNTER_ID_SECONDARY_DROPPED = SecondaryDropped,
+                QNS_COUNTER_ID_UNSUPPORTED = Unsupported,
+                QNS_COUNTER_ID_SEND_ERRORS = SendErrors,
+                QNS_COUNTER_ID_PRIMARY_QUEUED = PrimaryQueued,
+                QNS_COUNTER_ID_SECONDARY_QUEUED = SecondaryQueued,
+                QNS_COUNTER_ID_PRIMARY_IN_ERRORS = PrimaryInErrors,
+                QNS_COUNTER_ID_SECONDARY_IN_ERRORS = SecondaryInErrors,
             }),
         ),
     ])
@@ -183,7 +239,11 @@ fn rust_functions() -> BTreeSet<&'static str> {
         qns_counters_new,
         qns_counters_free,
         qns_counters_count_packet,
+        qns_counters_add,
+        qns_counters_sub,
+        qns_counters_set,
         qns_decoder_new,
+        qns_decoder_count_as,
         qns_decoder_free,
         qns_decoder_feed,
         qns_decoder_reset,
@@ -203,6 +263,8 @@ fn rust_functions() -> BTreeSet<&'static str> {
         qns_stats_builder_finish,
         qns_stats_builder_free,
         qns_stats_list_free,
+        qns_stats_builder_add_object,
+        qns_stats_schema,
     ]
 }
 

@@ -1,7 +1,7 @@
 //! C ABI of [`FilterCounters`].
 
 use super::{arg, free_box, QnsResult};
-use crate::counters::{FilterCounters, QnsDirection};
+use crate::counters::{FilterCounters, QnsCounterId, QnsDirection};
 
 /// The counters of one filter (opaque).
 ///
@@ -53,4 +53,86 @@ pub unsafe extern "C" fn qns_counters_count_packet(
     };
     counters.count_packet(direction, bytes);
     QnsResult::Ok
+}
+
+/// The three ways to change a counter other than counting a packet.
+#[derive(Clone, Copy)]
+enum Update {
+    Add,
+    Sub,
+    Set,
+}
+
+/// Change counter `id` (a `QnsCounterId`) of `counters`; an unknown id is
+/// `QNS_RESULT_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `counters` must be NULL or live counters from `qns_counters_new()`.
+unsafe fn update(
+    counters: *mut QnsCounters,
+    id: u32,
+    packets: u64,
+    bytes: u64,
+    how: Update,
+) -> QnsResult {
+    let counters = &arg!(counters).0;
+    let Some(id) = QnsCounterId::from_raw(id) else {
+        return QnsResult::InvalidArgument;
+    };
+    match how {
+        Update::Add => counters.add(id, packets, bytes),
+        Update::Sub => counters.sub(id, packets, bytes),
+        Update::Set => counters.set(id, packets, bytes),
+    }
+    QnsResult::Ok
+}
+
+/// Add `packets` and `bytes` to counter `id` (a `QnsCounterId`). No lock, no
+/// allocation; an unknown id is `QNS_RESULT_INVALID_ARGUMENT`. Cannot panic:
+/// a table lookup and two relaxed atomic adds (which wrap).
+///
+/// # Safety
+/// `counters` must be NULL or live counters from `qns_counters_new()`.
+#[no_mangle]
+pub unsafe extern "C" fn qns_counters_add(
+    counters: *mut QnsCounters,
+    id: u32,
+    packets: u64,
+    bytes: u64,
+) -> QnsResult {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { update(counters, id, packets, bytes, Update::Add) }
+}
+
+/// Take `packets` and `bytes` off the snapshot counter `id` (frames that
+/// left a queue it counts). As `qns_counters_add()` otherwise.
+///
+/// # Safety
+/// `counters` must be NULL or live counters from `qns_counters_new()`.
+#[no_mangle]
+pub unsafe extern "C" fn qns_counters_sub(
+    counters: *mut QnsCounters,
+    id: u32,
+    packets: u64,
+    bytes: u64,
+) -> QnsResult {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { update(counters, id, packets, bytes, Update::Sub) }
+}
+
+/// Make the snapshot counter `id` read `packets` and `bytes` (the length of
+/// a table, taken where it changes or just before the counters are read).
+/// As `qns_counters_add()` otherwise.
+///
+/// # Safety
+/// `counters` must be NULL or live counters from `qns_counters_new()`.
+#[no_mangle]
+pub unsafe extern "C" fn qns_counters_set(
+    counters: *mut QnsCounters,
+    id: u32,
+    packets: u64,
+    bytes: u64,
+) -> QnsResult {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { update(counters, id, packets, bytes, Update::Set) }
 }

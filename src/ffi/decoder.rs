@@ -19,6 +19,9 @@ pub struct QnsDecoder(Handle<DecoderState>);
 
 struct DecoderState {
     decoder: FrameDecoder,
+    /// The counters that frames and rejected input add to.
+    frames_id: QnsCounterId,
+    errors_id: QnsCounterId,
     /// The text of the last error, for `qns_decoder_error_message()`.
     last_error: CString,
 }
@@ -55,6 +58,8 @@ pub extern "C" fn qns_decoder_new(vnet_hdr: bool, max_frame_len: u32) -> *mut Qn
     let decoder = FrameDecoder::new(vnet_hdr, max);
     let state = DecoderState {
         decoder,
+        frames_id: QnsCounterId::Indev,
+        errors_id: QnsCounterId::IndevErrors,
         last_error: CString::default(),
     };
     Box::into_raw(Box::new(QnsDecoder(Handle::new(state))))
@@ -75,10 +80,39 @@ pub unsafe extern "C" fn qns_decoder_free(decoder: *mut QnsDecoder) {
     }
 }
 
+/// Count the frames this decoder hands out in counter `frames_id`, and the
+/// input it rejects in `errors_id` (both `QnsCounterId` values), instead of
+/// `indev` and `indev-errors`: for an object with several inputs
+/// (colo-compare). An unknown id is `QNS_RESULT_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `decoder` must be NULL or a live decoder.
+#[no_mangle]
+pub unsafe extern "C" fn qns_decoder_count_as(
+    decoder: *mut QnsDecoder,
+    frames_id: u32,
+    errors_id: u32,
+) -> QnsResult {
+    let decoder = &arg!(decoder).0;
+    let (Some(frames_id), Some(errors_id)) = (
+        QnsCounterId::from_raw(frames_id),
+        QnsCounterId::from_raw(errors_id),
+    ) else {
+        return QnsResult::InvalidArgument;
+    };
+    decoder
+        .with(|state| {
+            state.frames_id = frames_id;
+            state.errors_id = errors_id;
+        })
+        .into()
+}
+
 /// Decode the next `len` bytes of the stream. `callback` gets every complete
 /// frame, in order. When `counters` is not NULL, each frame adds to its
 /// `indev` counter and each rejection to `indev-errors` (one packet per
-/// rejected frame; the bytes thrown away).
+/// rejected frame; the bytes thrown away), or to those
+/// `qns_decoder_count_as()` chose.
 ///
 /// Returns `QNS_RESULT_OK`; or, when input was rejected, the problem met in
 /// this chunk (`FRAME_TOO_LARGE`, `VNET_HEADER_TOO_LARGE`, `EMPTY_FRAME`; the
@@ -170,8 +204,8 @@ fn feed_full(
         }
         Decoded::Discarded(n) => rejected.1 += n,
     });
-    count(counters, QnsCounterId::Indev, frames);
-    count(counters, QnsCounterId::IndevErrors, rejected);
+    count(counters, state.frames_id, frames);
+    count(counters, state.errors_id, rejected);
     match first_error {
         Some(error) => state.record(error),
         None if was_desynchronized => QnsResult::Desynchronized,
@@ -192,7 +226,8 @@ fn count(counters: Option<&FilterCounters>, id: QnsCounterId, (packets, bytes): 
 /// skipped) is not reported again. If the stream ended inside a frame
 /// otherwise, returns `QNS_RESULT_TRUNCATED_FRAME` (its text is in
 /// `qns_decoder_error_message()`) and counts it in `counters`' `indev-errors`
-/// (one packet, the bytes received of it).
+/// (or the counter `qns_decoder_count_as()` chose): one packet, the bytes
+/// received of it.
 ///
 /// # Safety
 /// `decoder` must be NULL or a live decoder; `counters` NULL or live counters.
@@ -206,7 +241,7 @@ pub unsafe extern "C" fn qns_decoder_reset(
     let reset = decoder.with(|state| {
         let error = state.decoder.reset()?;
         if let DecodeError::Truncated { received, .. } = error {
-            count(counters, QnsCounterId::IndevErrors, (1, received));
+            count(counters, state.errors_id, (1, received));
         }
         Some(state.record(error))
     });

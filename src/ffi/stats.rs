@@ -8,7 +8,9 @@ use super::{arg, counters::QnsCounters, free_box, out, QnsResult};
 use crate::{
     counters::QnsCounterId,
     handle::Handle,
-    stats::{OwnedStatsList, QnsStatsList, StatsListBuilder},
+    stats::{
+        schema, OwnedStatsList, QnsStatSchema, QnsStatsList, QnsStatsProvider, StatsListBuilder,
+    },
 };
 
 /// Collects the filters of one query (opaque).
@@ -53,6 +55,26 @@ pub unsafe extern "C" fn qns_stats_builder_add(
     builder
         .with(|b| b.add(name, netdev, qom_type, counters))
         .into()
+}
+
+/// Add an object that is not a filter (colo-compare): its QOM id `name` and
+/// QOM type name `qom_type`, an empty netdev and no directions; its counters
+/// follow with `qns_stats_builder_add_counters()`. The strings are kept as
+/// `qns_stats_builder_add()` keeps them.
+///
+/// # Safety
+/// `builder` NULL or live; the strings NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn qns_stats_builder_add_object(
+    builder: *mut QnsStatsBuilder,
+    name: *const c_char,
+    qom_type: *const c_char,
+) -> QnsResult {
+    let builder = &arg!(builder).0;
+    if name.is_null() || qom_type.is_null() {
+        return QnsResult::NullPointer;
+    }
+    builder.with(|b| b.add_object(name, qom_type)).into()
 }
 
 /// Add the filter-specific counters `ids[0..n_ids]` (`QnsCounterId` values)
@@ -142,4 +164,39 @@ pub unsafe extern "C" fn qns_stats_list_free(list: *mut QnsStatsList) {
     // SAFETY: qns_stats_builder_finish made this pointer from Box::into_raw
     // of an OwnedStatsList (view at offset 0); freed once (the contract).
     unsafe { free_box(list.cast::<OwnedStatsList>()) }
+}
+
+/// Value `index` of the `query-stats-schemas` entry of `provider` (a
+/// `QnsStatsProvider`): true, with `*value` written, while `index` is below
+/// the number of values; false after the last, and for an unknown provider
+/// or a NULL `value`. The values come in the order the objects report them.
+/// Cannot panic: it builds a short vector (running out of memory aborts).
+///
+/// # Safety
+/// `value` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn qns_stats_schema(
+    provider: u32,
+    index: usize,
+    value: *mut QnsStatSchema,
+) -> bool {
+    let provider = match provider {
+        0 => QnsStatsProvider::Netfilter,
+        1 => QnsStatsProvider::ColoCompare,
+        _ => return false,
+    };
+    // SAFETY: the contract: NULL or writable; MaybeUninit needs no valid
+    // value there (a bool and an enum have invalid bit patterns).
+    let out = unsafe {
+        value
+            .cast::<std::mem::MaybeUninit<QnsStatSchema>>()
+            .as_mut()
+    };
+    match (schema(provider).get(index), out) {
+        (Some(entry), Some(out)) => {
+            out.write(*entry);
+            true
+        }
+        _ => false,
+    }
 }
