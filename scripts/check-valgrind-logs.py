@@ -13,9 +13,11 @@ import sys
 
 # Frames that belong to this project: the library's exports and internals,
 # and the functions the glue patches add or change.
+# valgrind names a file without its directory: "(filter.c:123)".
 OURS = re.compile(
-    r"qns_|qemu_netfilter_stats|filter-mirror\.c|net/filter\.c|filter_send|"
-    r"redirector_|qmp_query_netfilter_stats|netfilter_stats_from_qns|hmp_info_netfilter_stats"
+    r"qns_|qemu_netfilter_stats|[ (/](filter|filter-mirror|filter-buffer|stream_data)\.c:|"
+    r"filter_send|redirector_|netfilter_stats|netfilter_query_stats|colo_compare_query_stats|"
+    r"qemu_net_queue_length|hmp_info_netfilter_stats"
 )
 LEAK = re.compile(r"are (definitely|indirectly|possibly) lost in loss record")
 
