@@ -29,18 +29,44 @@ def wait_connected(q, name, connected=True, timeout=10.0):
 
 
 
+def start_qemu(objects, chardevs=(), connect=None, **kwargs):
+    """QEMU running `objects` (each an -object argument) with the chardevs
+    in `connect` (all of `chardevs` by default) connected: their sockets
+    are q.socks[name]."""
+    q = Qemu(chardevs=chardevs, extra_args=[a for o in objects for a in ("-object", o)],
+             **kwargs)
+    try:
+        q.socks = {}
+        for name in chardevs if connect is None else connect:
+            q.socks[name] = q.connect_chardev(name)
+            wait_connected(q, name)
+    except BaseException:
+        q.close()
+        raise
+    return q
+
+
 def counters(q, name):
     (s,) = q.stats(name)
     return {c["name"]: (c["packets"], c["bytes"]) for c in s["counters"]}
 
 
+# How often and how long a sender was held depends on the kernel's socket
+# buffers and the scheduler: checked by assert_held, not pinned.
+HOLD_COUNTERS = ("held", "hold-time")
+
+
 def wait_counters(q, name, timeout=5.0, **expected):
     """Poll QMP until the filter's counters are exactly `expected` (keyword
-    names with _ for -; the filter's other counters must be (0, 0))."""
+    names with _ for -; the filter's other counters must be (0, 0), except
+    the HOLD_COUNTERS, unless given)."""
     expected = {k.replace("_", "-"): v for k, v in expected.items()}
     deadline = time.monotonic() + timeout
     while True:
         got = counters(q, name)
+        for k in HOLD_COUNTERS:
+            if k not in expected:
+                got.pop(k, None)
         want = {k: expected.get(k, (0, 0)) for k in got}
         assert set(expected) <= set(got), f"{name} has no {set(expected) - set(got)}"
         if got == want or time.monotonic() > deadline:
@@ -163,15 +189,28 @@ def drain_outdev(q, frames=STALL_FRAMES, sock=None):
     assert_quiet(sock)
 
 
-def drain_and_check(q, sender, frames, direction="tx"):
+def assert_held(q, name, frame_len, held_for):
+    """The filter held its sender, and every hold has ended: `held` counts
+    frames of `frame_len` bytes, each hold in `hold-time` ended, and the
+    senders were held `held_for` seconds at least, in all."""
+    c = counters(q, name)
+    (frames, frames_bytes), (holds, micros) = c["held"], c["hold-time"]
+    assert frames >= 1 and frames_bytes == frames * frame_len, c
+    assert 1 <= holds <= frames, c
+    assert micros >= held_for * 1e6, c
+
+
+def drain_and_check(q, sender, frames, direction="tx", held_for=0.3):
     """out0's peer reads again: every frame arrives, the sender finishes,
-    r0 counted every frame exactly once and logged nothing."""
+    r0 counted every frame exactly once, logged nothing, and counted the
+    hold that `hold()` made (it sleeps `held_for` s with the sender held)."""
     drain_outdev(q, frames)
     sender.finish()
     total = (len(frames), sum(map(len, frames)))
     wait_counters(q, "r0", outdev=total)
     (s,) = q.stats("r0")
     assert (s[f"packets-{direction}"], s[f"bytes-{direction}"]) == total
+    assert_held(q, "r0", len(frames[0]), held_for)
     assert log_lines(q) == []
 
 

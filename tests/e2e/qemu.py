@@ -27,16 +27,39 @@ def frame(payload, vnet_hdr_len=None):
     return out + payload
 
 
-def udp_frame(sport, data):
-    """An Ethernet/IPv4/UDP frame from 10.0.0.1:sport to 10.0.0.2:5000."""
-    udp = struct.pack(">HHHH", sport, 5000, 8 + len(data), 0) + data
-    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+CLIENT_MAC, GUEST_MAC = bytes([0x52, 0x54, 0, 0, 0, 1]), bytes([0x52, 0x54, 0, 0, 0, 2])
+CLIENT_IP, GUEST_IP = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+
+
+def ipv4_frame(proto, l4, to_guest=True, client=1):
+    """An Ethernet/IPv4 frame carrying `l4` (IP protocol `proto`), from
+    10.0.0.`client` to 10.0.0.2, or the other way with to_guest=False."""
+    client_ip = CLIENT_IP[:3] + bytes([client])
+    src, dst = (client_ip, GUEST_IP) if to_guest else (GUEST_IP, client_ip)
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0, src, dst)
     csum = sum(struct.unpack(">10H", ip))
     csum = (csum & 0xFFFF) + (csum >> 16)
     ip = ip[:10] + struct.pack(">H", ~csum & 0xFFFF) + ip[12:]
-    eth = bytes([0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1, 0x08, 0x00])
-    return eth + ip + udp
+    macs = GUEST_MAC + CLIENT_MAC if to_guest else CLIENT_MAC + GUEST_MAC
+    return macs + b"\x08\x00" + ip + l4
+
+
+def udp_frame(sport, data):
+    """An Ethernet/IPv4/UDP frame from 10.0.0.1:sport to 10.0.0.2:5000."""
+    return ipv4_frame(17, struct.pack(">HHHH", sport, 5000, 8 + len(data), 0) + data)
+
+
+TCP_FIN, TCP_SYN, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x08, 0x10
+
+
+def tcp_frame(flags, seq, ack, data=b"", to_guest=True, sport=40000, dport=80):
+    """An Ethernet/IPv4/TCP segment of the connection 10.0.0.1:sport <->
+    10.0.0.2:dport, in the direction `to_guest` says (checksum left 0:
+    nothing here checks it)."""
+    if not to_guest:
+        sport, dport = dport, sport
+    tcp = struct.pack(">HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
+    return ipv4_frame(6, tcp + data, to_guest)
 
 
 def recv_exactly(sock, n, timeout=10.0):
@@ -70,7 +93,11 @@ class Qemu:
     """A QEMU process with a QMP connection.
 
     `netdev_peer` is our end of the socketpair behind `-netdev socket,id=n0`
-    (or `-netdev stream`, with `netdev="stream"`: the same framing).
+    (or `-netdev stream`, with `netdev="stream"`: the same framing), whose
+    peer is a virtio-net NIC; with `netdev="hub"`, n0's peer is instead a
+    hub whose other port is a second socket netdev n1, our end of which is
+    `hub_peer`: what n0 sends comes out there, and what is written there,
+    n0 receives (a NIC without a guest driver takes nothing).
     `chardevs` names unix-socket chardevs (server, no wait) to create; the test
     connects to them with `connect_chardev`. `extra_args` are appended.
     """
@@ -81,6 +108,7 @@ class Qemu:
         self.dir = tempfile.mkdtemp(prefix="qns-e2e-")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
         self.netdev_peer, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [theirs]
         # QNS_QEMU_WRAPPER runs every QEMU under a tool, e.g. valgrind.
         wrapper = list(wrapper) or os.environ.get("QNS_QEMU_WRAPPER", "").split()
         args = wrapper + [self.binary]
@@ -91,22 +119,30 @@ class Qemu:
             # A test that dies must not leave QEMU behind.
             "-run-with", "exit-with-parent=on",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-            "-netdev", {
+        ]
+        if netdev == "hub":
+            self.hub_peer, hub_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            fds.append(hub_theirs)
+            args += ["-netdev", f"socket,id=n0,fd={theirs.fileno()}",
+                     "-netdev", f"socket,id=n1,fd={hub_theirs.fileno()}",
+                     "-netdev", "hubport,id=p0,hubid=0,netdev=n0",
+                     "-netdev", "hubport,id=p1,hubid=0,netdev=n1"]
+        else:
+            args += ["-netdev", {
                 "socket": f"socket,id=n0,fd={theirs.fileno()}",
                 "stream": f"stream,id=n0,server=off,addr.type=fd,addr.str={theirs.fileno()}",
-            }[netdev],
-            "-device", "virtio-net-device,netdev=n0",
-        ]
+            }[netdev], "-device", "virtio-net-device,netdev=n0"]
         for name in chardevs:
             args += ["-chardev", f"socket,id={name},path={self.chardev_path(name)},server=on,wait=off"]
         args += list(extra_args)
         self.log_path = os.path.join(self.dir, "qemu.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            args, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            args, pass_fds=[f.fileno() for f in fds], stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
-        theirs.close()
+        for f in fds:
+            f.close()
         try:
             self.qmp = self._connect_qmp()
             self._qmp_file = self.qmp.makefile("rb")
@@ -214,6 +250,8 @@ class Qemu:
                 self.proc.wait()
         self.qmp.close()
         self.netdev_peer.close()
+        if hasattr(self, "hub_peer"):
+            self.hub_peer.close()
         self.log.close()
         return self.proc.returncode
 

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from qemu import Qemu, QmpError, frame, read_frame
+from qemu import Qemu, frame, read_frame
 
 TX_SIZES = [60, 1514, 9000, 64, 65535, 1]
 RX_SIZES = [42, 1514, 100, 9000]
@@ -90,7 +90,16 @@ def entry(name, netdev, type_, tx=(0, 0), rx=(0, 0), counters=None):
 
 def redirector_counters(indev=(0, 0), outdev=(0, 0), indev_errors=(0, 0), outdev_errors=(0, 0)):
     return [("indev", *indev), ("outdev", *outdev),
-            ("indev-errors", *indev_errors), ("outdev-errors", *outdev_errors)]
+            ("indev-errors", *indev_errors), ("outdev-errors", *outdev_errors),
+            ("held", 0, 0), ("hold-time", 0, 0)]
+
+
+def mirror_counters(outdev=(0, 0)):
+    return [("outdev", *outdev), ("outdev-errors", 0, 0), ("held", 0, 0), ("hold-time", 0, 0)]
+
+
+def dump_counters(written=(0, 0)):
+    return [("written", *written), ("truncated", 0, 0), ("write-errors", 0, 0)]
 
 
 @pytest.mark.parametrize("vnet", [False, True], ids=["vnet_hdr=off", "vnet_hdr=on"])
@@ -101,9 +110,9 @@ def test_exact_counts_both_directions(tmp_path, vnet):
         tx = (len(TX_SIZES), sum(TX_SIZES))
         rx = (len(RX_SIZES), sum(RX_SIZES))
         assert q.stats() == [
-            entry("m0", "n0", "filter-mirror", tx=tx,
-                  counters=[("outdev", *tx), ("outdev-errors", 0, 0)]),
-            entry("d0", "n0", "filter-dump", tx=tx, rx=rx),
+            entry("m0", "n0", "filter-mirror", tx=tx, counters=mirror_counters(outdev=tx)),
+            entry("d0", "n0", "filter-dump", tx=tx, rx=rx,
+                  counters=dump_counters(written=(tx[0] + rx[0], tx[1] + rx[1]))),
             entry("r0", "n0", "filter-redirector", tx=tx,
                   counters=redirector_counters(outdev=tx)),
             entry("r1", "n0", "filter-redirector",
@@ -121,9 +130,14 @@ def test_hmp_prints_the_exact_lines(tmp_path):
             "  rx: 0 packets, 0 bytes\r\n"
             "  outdev: 2 packets, 1574 bytes\r\n"
             "  outdev-errors: 0 packets, 0 bytes\r\n"
+            "  held: 0 packets, 0 bytes\r\n"
+            "  hold-time: 0 packets, 0 bytes\r\n"
             "d0: netdev=n0 type=filter-dump\r\n"
             "  tx: 2 packets, 1574 bytes\r\n"
             "  rx: 1 packets, 100 bytes\r\n"
+            "  written: 3 packets, 1674 bytes\r\n"
+            "  truncated: 0 packets, 0 bytes\r\n"
+            "  write-errors: 0 packets, 0 bytes\r\n"
             "r0: netdev=n0 type=filter-redirector\r\n"
             "  tx: 2 packets, 1574 bytes\r\n"
             "  rx: 0 packets, 0 bytes\r\n"
@@ -131,6 +145,8 @@ def test_hmp_prints_the_exact_lines(tmp_path):
             "  outdev: 2 packets, 1574 bytes\r\n"
             "  indev-errors: 0 packets, 0 bytes\r\n"
             "  outdev-errors: 0 packets, 0 bytes\r\n"
+            "  held: 0 packets, 0 bytes\r\n"
+            "  hold-time: 0 packets, 0 bytes\r\n"
             "r1: netdev=n0 type=filter-redirector\r\n"
             "  tx: 0 packets, 0 bytes\r\n"
             "  rx: 0 packets, 0 bytes\r\n"
@@ -138,11 +154,16 @@ def test_hmp_prints_the_exact_lines(tmp_path):
             "  outdev: 0 packets, 0 bytes\r\n"
             "  indev-errors: 0 packets, 0 bytes\r\n"
             "  outdev-errors: 0 packets, 0 bytes\r\n"
+            "  held: 0 packets, 0 bytes\r\n"
+            "  hold-time: 0 packets, 0 bytes\r\n"
         )
         assert q.hmp("info netfilter-stats d0") == (
             "d0: netdev=n0 type=filter-dump\r\n"
             "  tx: 2 packets, 1574 bytes\r\n"
             "  rx: 1 packets, 100 bytes\r\n"
+            "  written: 3 packets, 1674 bytes\r\n"
+            "  truncated: 0 packets, 0 bytes\r\n"
+            "  write-errors: 0 packets, 0 bytes\r\n"
         )
         assert q.hmp("info netfilter-stats nope") == "Error: netfilter 'nope' not found\r\n"
 
@@ -158,7 +179,8 @@ def test_name_argument_and_bad_arguments(tmp_path):
         send_tx(q, [70], False)
         assert q.stats("r0") == [entry("r0", "n0", "filter-redirector", tx=(1, 70),
                                        counters=redirector_counters(outdev=(1, 70)))]
-        assert q.stats("d0") == [entry("d0", "n0", "filter-dump", tx=(1, 70))]
+        assert q.stats("d0") == [entry("d0", "n0", "filter-dump", tx=(1, 70),
+                                       counters=dump_counters(written=(1, 70)))]
 
         reply = q.command_raw("query-netfilter-stats", {"name": "nope"})
         assert reply["error"] == {"class": "GenericError", "desc": "netfilter 'nope' not found"}

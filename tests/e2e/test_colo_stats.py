@@ -1,0 +1,397 @@
+"""End-to-end: colo-compare's counters in query-stats (target netfilter,
+provider colo-compare), exact for each way a packet can go: released after
+comparing equal, miscompared (one checkpoint request each), timed out,
+flushed at a checkpoint, dropped on a full queue, unsupported, bad framed
+input, a failed send.
+
+colo-compare cc0 reads primary_in (pri) and secondary_in (sec) and writes
+what it releases to ccout. Its notify_dev nd gets a framed "DO_CHECKPOINT"
+for every checkpoint request (a miscompare or a timeout), so the test can
+count them; a framed "COLO_CHECKPOINT" written into nd flushes every queue
+(primary packets go to ccout, secondary ones are dropped).
+
+colo-compare compares when a packet arrives: a primary packet that finds no
+equal secondary packet in its connection then is a miscompare. So the tests
+send the secondary side of a flow first when the two sides agree, and the
+primary first (waiting until colo-compare has read it) when they do not.
+"""
+
+import select
+import struct
+import threading
+import time
+
+from helpers import assert_alive, assert_quiet, payload, start_qemu, wait_connected
+from qemu import (
+    CLIENT_MAC, GUEST_MAC, TCP_ACK, TCP_PSH, frame, ipv4_frame, read_frame, tcp_frame,
+    udp_frame,
+)
+
+MAX_FRAME = 4096 + 65536
+
+
+def _pair(name):
+    return [f"{name}-packets", f"{name}-bytes"]
+
+
+# Every value of a colo-compare result, in order.
+NAMES = [*_pair("primary"), *_pair("secondary"), *_pair("released"),
+         "miscompare-tcp", "miscompare-udp", "miscompare-icmp", "miscompare-other",
+         "miscompare-timeout",
+         *_pair("primary-dropped"), *_pair("secondary-dropped"),
+         *_pair("unsupported"), *_pair("send-errors"),
+         *_pair("primary-queued"), *_pair("secondary-queued"), "connections",
+         *_pair("primary-in-errors"), *_pair("secondary-in-errors")]
+INSTANT = {*_pair("primary-queued"), *_pair("secondary-queued"), "connections"}
+
+
+# Frames --------------------------------------------------------------------
+
+MACS = GUEST_MAC + CLIENT_MAC
+
+
+def ipv4(proto, body, src=1):
+    """An Ethernet/IPv4 frame from 10.0.0.src to 10.0.0.2 carrying `body`
+    as IP protocol `proto`."""
+    return ipv4_frame(proto, body, client=src)
+
+
+def tcp(sport, seq, data=b""):
+    """TCP from sport to port 80; PSH|ACK with data, a pure ACK without."""
+    return tcp_frame(TCP_PSH | TCP_ACK if data else TCP_ACK, seq, 1, data, sport=sport)
+
+
+def icmp_frame(seq, data, src=1):
+    """An ICMP echo request (ICMP flows are told apart by address only)."""
+    return ipv4(1, struct.pack(">BBHHH", 8, 0, 0, 7, seq) + data, src)
+
+
+def other_frame(data, src=1):
+    """IP protocol 47 (GRE): compared as a whole frame."""
+    return ipv4(47, data, src)
+
+
+def arp_frame(op=1):
+    arp = struct.pack(">HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, MACS[6:], bytes([10, 0, 0, 1]),
+                      bytes(6), bytes([10, 0, 0, 2]))
+    return MACS + b"\x08\x06" + arp
+
+
+def ipv6_frame(data):
+    ip6 = struct.pack(">IHBB16s16s", 6 << 28, len(data), 17, 64, bytes(15) + b"\x01",
+                      bytes(15) + b"\x02")
+    return MACS + b"\x86\xdd" + ip6 + data
+
+
+def tally(frames):
+    return len(frames), sum(map(len, frames))
+
+
+# QEMU ----------------------------------------------------------------------
+
+def start(connect=("pri", "sec", "ccout", "nd"), **props):
+    """QEMU running colo-compare cc0 (extra properties in `props`), with the
+    chardevs in `connect` connected: their sockets are q.socks[name]. The
+    timeout is long unless given: only
+    test_timeout_requests_a_checkpoint_each_scan wants one to fire."""
+    props = {"compare_timeout": 600000, **props}
+    cc = ("colo-compare,id=cc0,primary_in=pri,secondary_in=sec,outdev=ccout,"
+          "iothread=io0,notify_dev=nd" + "".join(f",{k}={v}" for k, v in props.items()))
+    return start_qemu(["iothread,id=io0", cc], ["pri", "sec", "ccout", "nd"], connect)
+
+
+def reconnect(q, name):
+    q.socks[name].close()
+    wait_connected(q, name, connected=False)
+    q.socks[name] = q.connect_chardev(name)
+    wait_connected(q, name)
+
+
+def cc_stats(q):
+    """cc0's values, by name (the result is colo-compare's only one)."""
+    (r,) = q.command("query-stats", target="netfilter")
+    assert (r["provider"], r["qom-path"]) == ("colo-compare", "/objects/cc0"), r
+    assert [v["name"] for v in r["stats"]] == NAMES
+    return {v["name"]: v["value"] for v in r["stats"]}
+
+
+def want(**counts):
+    """A whole expected result: keywords (_ for -) are a frame counter's
+    (packets, bytes) or an event counter's value; the rest are 0."""
+    out = dict.fromkeys(NAMES, 0)
+    for name, value in counts.items():
+        name = name.replace("_", "-")
+        if isinstance(value, tuple):
+            out[f"{name}-packets"], out[f"{name}-bytes"] = value
+        else:
+            assert name in out, name
+            out[name] = value
+    return out
+
+
+def wait_stats(q, expected, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while (got := cc_stats(q)) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert got == expected
+    return got
+
+
+def wait_value(q, name, value, timeout=20.0):
+    """Wait until colo-compare has read (and handled) what the test sent."""
+    deadline = time.monotonic() + timeout
+    while (got := cc_stats(q)[name]) != value:
+        assert time.monotonic() < deadline, f"{name} is {got}, not {value}"
+        time.sleep(0.01)
+
+
+def send(q, name, frames):
+    q.socks[name].sendall(b"".join(frame(f) for f in frames))
+
+
+def read_frames(q, n, name="ccout"):
+    return [read_frame(q.socks[name])[0] for _ in range(n)]
+
+
+def read_checkpoint_request(q):
+    assert read_frame(q.socks["nd"])[0] == b"DO_CHECKPOINT"
+
+
+def drain_checkpoint_requests(q, quiet=0.5):
+    """Read checkpoint requests until none comes for `quiet` seconds; return
+    how many came."""
+    n = 0
+    while select.select([q.socks["nd"]], [], [], quiet)[0]:
+        read_checkpoint_request(q)
+        n += 1
+    return n
+
+
+# Tests ---------------------------------------------------------------------
+
+def test_equal_streams_are_released():
+    flows = [
+        [udp_frame(1000, payload(18, 1)), udp_frame(1000, payload(600, 2))],
+        [udp_frame(1001, payload(1400, 3))],
+        [icmp_frame(1, payload(56, 4)), icmp_frame(2, payload(56, 5))],
+        # the pure ACK carries nothing to compare: released as it is
+        [tcp(2000, 100, payload(10, 6)), tcp(2000, 110, payload(300, 7)),
+         tcp(2000, 410)],
+        [other_frame(payload(40, 8)), other_frame(payload(100, 9))],
+    ]
+    frames = [f for flow in flows for f in flow]
+    with start() as q:
+        send(q, "sec", frames)
+        wait_value(q, "secondary-packets", len(frames))
+        send(q, "pri", frames)
+        assert read_frames(q, len(frames)) == frames
+        wait_stats(q, want(primary=tally(frames), secondary=tally(frames),
+                           released=tally(frames), connections=len(flows)))
+        assert_quiet(q.socks["ccout"])
+        assert_quiet(q.socks["nd"])
+        assert_alive(q)
+
+
+def test_miscompares_request_checkpoints_and_a_checkpoint_flushes():
+    # per protocol: one primary packet, then secondary packets that differ
+    # from it, each a miscompare
+    cases = {
+        "udp": (udp_frame(1000, payload(100, 1)),
+                [udp_frame(1000, payload(99, 1)), udp_frame(1000, payload(100, 2))]),
+        "icmp": (icmp_frame(1, payload(56, 3)), [icmp_frame(1, payload(56, 4))]),
+        "tcp": (tcp(2000, 1000, payload(20, 5)),
+                [tcp(2000, 1000, payload(20, 6)), tcp(2000, 1020, payload(20, 7))]),
+        "other": (other_frame(payload(40, 8)), [other_frame(payload(40, 9))]),
+    }
+    primaries = [p for p, _ in cases.values()]
+    secondaries = [s for _, ss in cases.values() for s in ss]
+    miscompares = {f"miscompare_{proto}": len(ss) for proto, (_, ss) in cases.items()}
+    with start() as q:
+        for i, (p, ss) in enumerate(cases.values()):
+            send(q, "pri", [p])
+            wait_value(q, "primary-packets", i + 1)
+            for s in ss:
+                send(q, "sec", [s])
+                read_checkpoint_request(q)
+        assert_quiet(q.socks["nd"])
+        assert_quiet(q.socks["ccout"])
+        counts = dict(primary=tally(primaries), secondary=tally(secondaries),
+                      connections=len(cases), **miscompares)
+        wait_stats(q, want(**counts, primary_queued=tally(primaries),
+                           secondary_queued=tally(secondaries)))
+        send(q, "nd", [b"COLO_CHECKPOINT"])
+        assert read_frames(q, len(primaries)) == primaries
+        wait_stats(q, want(**counts, released=tally(primaries)))
+        assert_quiet(q.socks["ccout"])
+        assert_quiet(q.socks["nd"])
+
+
+def test_timeout_requests_a_checkpoint_each_scan():
+    """A packet left unmatched past compare_timeout requests a checkpoint at
+    each scan (every expired_scan_cycle ms) until a checkpoint flushes it."""
+    p, s = udp_frame(1000, payload(100, 1)), udp_frame(1001, payload(80, 2))
+    with start(compare_timeout=200, expired_scan_cycle=100) as q:
+        send(q, "pri", [p])
+        send(q, "sec", [s])
+        read_checkpoint_request(q)
+        send(q, "nd", [b"COLO_CHECKPOINT"])
+        assert read_frames(q, 1) == [p]
+        wait_value(q, "secondary-queued-packets", 0)
+        # requests made before the flush may still be on their way; none after
+        requests = 1 + drain_checkpoint_requests(q)
+        wait_stats(q, want(primary=tally([p]), secondary=tally([s]), released=tally([p]),
+                           miscompare_timeout=requests, connections=2))
+
+
+def test_full_queues_drop():
+    # max_queue_size=3: a connection's queue takes packets while it holds at
+    # most 3, so 4 fit
+    pri = [udp_frame(1000, payload(100 + i, i)) for i in range(6)]
+    sec = [udp_frame(1001, payload(200 + i, i)) for i in range(7)]
+    with start(max_queue_size=3) as q:
+        send(q, "pri", pri)
+        send(q, "sec", sec)
+        wait_value(q, "primary-packets", len(pri))
+        wait_value(q, "secondary-packets", len(sec))
+        counts = dict(primary=tally(pri), secondary=tally(sec), connections=2,
+                      primary_dropped=tally(pri[4:]), secondary_dropped=tally(sec[4:]))
+        wait_stats(q, want(**counts, primary_queued=tally(pri[:4]),
+                           secondary_queued=tally(sec[:4])))
+        send(q, "nd", [b"COLO_CHECKPOINT"])
+        # a flush sends a connection's queue newest first
+        assert read_frames(q, 4) == pri[3::-1]
+        wait_stats(q, want(**counts, released=tally(pri[:4])))
+        assert_quiet(q.socks["ccout"])
+        assert_quiet(q.socks["nd"])
+
+
+def test_bad_input_is_counted_per_input():
+    """Zero-length frames, a stream cut inside a frame, and a length over
+    the maximum, after which the rest of the connection is discarded (and
+    counted) until the peer reconnects."""
+    good = udp_frame(3000, payload(60, 1))
+    too_long = struct.pack(">I", MAX_FRAME + 1) + b"junk" + frame(good)
+    with start() as q:
+        zero = struct.pack(">I", 0)
+        # the frame between the bad ones is read (and waits for its primary)
+        q.socks["sec"].sendall(zero + frame(good) + zero)
+        q.socks["sec"].sendall(too_long)
+        wait_value(q, "secondary-in-errors-bytes", 4 + 4 + len(too_long))
+        reconnect(q, "sec")
+        q.socks["pri"].sendall(zero)
+        q.socks["pri"].sendall(struct.pack(">I", 100) + b"x" * 10)  # cut off at 14 bytes
+        wait_value(q, "primary-in-errors-packets", 1)
+        reconnect(q, "pri")
+        q.socks["pri"].sendall(too_long)
+        wait_value(q, "primary-in-errors-bytes", 4 + 14 + len(too_long))
+        reconnect(q, "pri")
+        f = udp_frame(3001, payload(500, 2))
+        send(q, "sec", [f])
+        wait_value(q, "secondary-packets", 2)
+        send(q, "pri", [f])
+        assert read_frames(q, 1) == [f]
+        wait_stats(q, want(primary=tally([f]), secondary=tally([good, f]), released=tally([f]),
+                           secondary_queued=tally([good]), connections=2,
+                           primary_in_errors=(3, 4 + 14 + len(too_long)),
+                           secondary_in_errors=(3, 4 + 4 + len(too_long))))
+        assert_alive(q)
+
+
+def test_unsupported_frames():
+    """Not IPv4, or too short: forwarded uncompared from primary_in,
+    dropped from secondary_in."""
+    # and a UDP packet that ends with its IP header: too short to compare
+    pri = [arp_frame(1), ipv6_frame(payload(30, 1)), ipv4(17, b"")]
+    sec = [arp_frame(2)]
+    with start() as q:
+        send(q, "sec", sec)
+        send(q, "pri", pri)
+        assert read_frames(q, len(pri)) == pri
+        wait_stats(q, want(primary=tally(pri), secondary=tally(sec),
+                           unsupported=tally(pri + sec)))
+        assert_quiet(q.socks["ccout"])
+
+
+def test_send_errors():
+    """ccout has no peer: what colo-compare releases or forwards cannot be
+    sent."""
+    f, arp = udp_frame(1000, payload(100, 1)), arp_frame()
+    with start(connect=("pri", "sec", "nd")) as q:
+        send(q, "sec", [f])
+        wait_value(q, "secondary-packets", 1)
+        send(q, "pri", [f, arp])
+        wait_stats(q, want(primary=tally([f, arp]), secondary=tally([f]), released=tally([f]),
+                           unsupported=tally([arp]), send_errors=tally([f, arp]),
+                           connections=1))
+        assert_alive(q)
+
+
+def test_schema_and_hmp():
+    equal = [udp_frame(1000 + i, payload(50 + i, i)) for i in range(3)]
+    lone = udp_frame(1003, payload(70, 9))
+    with start() as q:
+        (schema,) = q.command("query-stats-schemas", provider="colo-compare")
+        assert (schema["provider"], schema["target"]) == ("colo-compare", "netfilter")
+        assert [v["name"] for v in schema["stats"]] == NAMES
+        for v in schema["stats"]:
+            unit = {"unit": "bytes"} if v["name"].endswith("-bytes") else {}
+            kind = "instant" if v["name"] in INSTANT else "cumulative"
+            assert v == {"name": v["name"], "type": kind, "exponent": 0, **unit}
+        send(q, "sec", equal)
+        wait_value(q, "secondary-packets", len(equal))
+        send(q, "pri", equal + [lone])
+        assert read_frames(q, len(equal)) == equal
+        values = wait_stats(q, want(primary=tally(equal + [lone]), secondary=tally(equal),
+                                    released=tally(equal), primary_queued=tally([lone]),
+                                    connections=4))
+        lines = [f"    {name} ({'instant' if name in INSTANT else 'cumulative'}"
+                 f"{', B' if name.endswith('-bytes') else ''}): {values[name]}"
+                 for name in NAMES]
+        assert lines[0] == "    primary-packets (cumulative): 4"
+        assert q.hmp("info stats netfilter * colo-compare").splitlines() == \
+            ["  /objects/cc0", *lines]
+
+
+def test_exact_while_read_during_traffic():
+    """A thread sends equal pairs (each its own flow) while QMP reads the
+    counters, which colo-compare updates in its iothread: no value goes
+    back, none wraps, and the totals are exact."""
+    n = 2000
+    frames = [udp_frame(10000 + i, payload(60 + i % 40, i)) for i in range(n)]
+    with start() as q:
+        got = []
+
+        def sender():
+            for f in frames:
+                q.socks["pri"].sendall(frame(f))
+                q.socks["sec"].sendall(frame(f))
+
+        def reader():
+            # colo-compare blocks when nobody reads ccout
+            got.extend(read_frames(q, n))
+
+        threads = [threading.Thread(target=t, daemon=True) for t in (sender, reader)]
+        for t in threads:
+            t.start()
+        samples = [cc_stats(q)]
+        deadline = time.monotonic() + 60
+        while samples[-1]["released-packets"] < n:
+            assert time.monotonic() < deadline, samples[-1]
+            samples.append(cc_stats(q))
+        for t in threads:
+            t.join(timeout=20)
+            assert not t.is_alive()
+        queued = {*_pair("primary-queued"), *_pair("secondary-queued")}
+        moving = {*_pair("primary"), *_pair("secondary"), *_pair("released"), *queued,
+                  "connections"}
+        for before, after in zip(samples, samples[1:]):
+            for name in NAMES:
+                if name not in queued:
+                    assert after[name] >= before[name], (name, before, after)
+        for s in samples:
+            assert s["primary-queued-packets"] <= n and s["secondary-queued-packets"] <= n, s
+            assert all(s[name] == 0 for name in NAMES if name not in moving), s
+        assert any(0 < s["released-packets"] < n for s in samples), "no read during traffic"
+        assert sorted(got) == sorted(frames)
+        wait_stats(q, want(primary=tally(frames), secondary=tally(frames),
+                           released=tally(frames), connections=n))

@@ -1,0 +1,175 @@
+"""End-to-end: the counters of filter-buffer, filter-rewriter and
+filter-dump, exact for crafted traffic, in query-netfilter-stats.
+
+(filter-mirror's and filter-redirector's are in test_netfilter_stats.py;
+their hold counters in test_holds.py; colo-compare's in
+test_colo_stats.py.)
+"""
+
+import os
+import struct
+import threading
+
+from helpers import assert_alive, counters, log_lines, payload, start_qemu, wait_counters
+from qemu import (
+    TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Qemu, frame, read_frame, tcp_frame, udp_frame,
+)
+
+
+def total(frames):
+    return (len(frames), sum(map(len, frames)))
+
+
+# --- filter-buffer -------------------------------------------------------------
+
+# The qtest accelerator's clock stands still: the buffer releases only when
+# it is switched off (or deleted). r0 takes what it releases, to out0.
+BUFFER_CHAIN = [
+    "filter-buffer,id=b0,netdev=n0,queue=tx,interval=1000000",
+    "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",
+]
+
+
+def test_buffer_holds_then_releases_everything():
+    frames = [payload(n, i) for i, n in enumerate([60, 1514, 9000])]
+    with start_qemu(BUFFER_CHAIN, ["out0"]) as q:
+        for p in frames:
+            q.netdev_peer.sendall(frame(p))
+        wait_counters(q, "b0", buffered=total(frames))
+        q.command("qom-set", path="/objects/b0", property="status", value="off")
+        assert counters(q, "b0") == {"released": total(frames), "dropped": (0, 0),
+                                     "buffered": (0, 0)}
+        for p in frames:
+            assert read_frame(q.socks["out0"])[0] == p
+        wait_counters(q, "r0", outdev=total(frames))
+        # off, it passes frames on without counting or keeping them
+        q.netdev_peer.sendall(frame(payload(100, 9)))
+        assert read_frame(q.socks["out0"])[0] == payload(100, 9)
+        assert counters(q, "b0")["released"] == total(frames)
+
+
+def test_buffer_full_queue_drops_and_counts():
+    """The buffer's queue takes 10000 packets; what comes after is dropped,
+    and counted. Switched off, it releases the 10000 to r0, in order."""
+    frames = [payload(60 + i % 7, i) for i in range(10006)]
+    with start_qemu(BUFFER_CHAIN, ["out0"]) as q:
+        q.netdev_peer.sendall(b"".join(frame(p) for p in frames))
+        kept, dropped = frames[:10000], frames[10000:]
+        wait_counters(q, "b0", timeout=30, buffered=total(kept), dropped=total(dropped))
+        got = []
+        reader = threading.Thread(
+            target=lambda: got.extend(read_frame(q.socks["out0"])[0] for _ in kept))
+        reader.start()
+        q.command("qom-set", path="/objects/b0", property="status", value="off")
+        reader.join(timeout=60)
+        assert got == kept
+        assert counters(q, "b0") == {"released": total(kept), "dropped": total(dropped),
+                                     "buffered": (0, 0)}
+
+
+def test_buffer_deleted_releases_what_it_holds():
+    frames = [payload(200, 3), payload(300, 4)]
+    with start_qemu(BUFFER_CHAIN, ["out0"]) as q:
+        for p in frames:
+            q.netdev_peer.sendall(frame(p))
+        wait_counters(q, "b0", buffered=total(frames))
+        q.command("object-del", id="b0")
+        for p in frames:
+            assert read_frame(q.socks["out0"])[0] == p
+        wait_counters(q, "r0", outdev=total(frames))
+        assert [s["name"] for s in q.stats()] == ["r0"]
+
+
+# --- filter-rewriter -------------------------------------------------------------
+
+def test_rewriter_counts_connections_rewrites_and_closes():
+    """rw0 on a COLO secondary's netdev n0 (behind a hub, so that what n0
+    sends comes out on hub_peer: a guestless NIC would take nothing). The
+    client's ISN is 1000, the primary guest's 7000, this (secondary) guest's
+    5000: rw0 shifts the numbers by 5000 - 7000 after the handshake."""
+    offset = 5000 - 7000
+    with Qemu(netdev="hub", extra_args=["-object", "filter-rewriter,id=rw0,netdev=n0"]) as q:
+        def to_guest(f):
+            q.netdev_peer.sendall(frame(f))
+            return read_frame(q.hub_peer)[0]
+
+        def from_guest(f):
+            q.hub_peer.sendall(frame(f))
+            return read_frame(q.netdev_peer)[0]
+
+        # handshake: the client's SYN, this guest's SYN+ACK, the client's ACK
+        assert to_guest(tcp_frame(TCP_SYN, 1000, 0)) == tcp_frame(TCP_SYN, 1000, 0)
+        from_guest(tcp_frame(TCP_SYN | TCP_ACK, 5000, 1001, to_guest=False))
+        wait_counters(q, "rw0", connections=(1, 0))
+        ack = to_guest(tcp_frame(TCP_ACK, 1001, 7001))
+        assert seq_ack(ack) == (1001, 7001 + offset)
+        data = b"x" * 100
+        assert seq_ack(to_guest(tcp_frame(TCP_PSH | TCP_ACK, 1001, 7001, data))) == \
+            (1001, 7001 + offset)
+        reply = from_guest(tcp_frame(TCP_PSH | TCP_ACK, 5001, 1101, data, to_guest=False))
+        assert seq_ack(reply) == (5001 - offset, 1101)
+        rewritten = [tcp_frame(TCP_ACK, 1001, 7001), tcp_frame(TCP_ACK, 1001, 7001, data),
+                     tcp_frame(TCP_ACK, 5001, 1101, data, to_guest=False)]
+        wait_counters(q, "rw0", connections=(1, 0), rewritten=total(rewritten))
+        # the guest closes (FIN alone), the client answers FIN+ACK (rewritten)
+        from_guest(tcp_frame(TCP_FIN, 5101, 0, to_guest=False))
+        to_guest(tcp_frame(TCP_FIN | TCP_ACK, 1101, 7102))
+        rewritten.append(tcp_frame(TCP_FIN | TCP_ACK, 1101, 7102))
+        wait_counters(q, "rw0", connections=(0, 0), rewritten=total(rewritten),
+                      closed=(1, 0))
+        # UDP passes untouched and uncounted
+        assert to_guest(udp_frame(1234, b"u" * 40)) == udp_frame(1234, b"u" * 40)
+        assert from_guest(udp_frame(1234, b"v" * 40)) == udp_frame(1234, b"v" * 40)
+        wait_counters(q, "rw0", connections=(0, 0), rewritten=total(rewritten),
+                      closed=(1, 0))
+        (s,) = q.stats("rw0")
+        assert (s["packets-tx"], s["packets-rx"]) == (5, 4)
+        assert log_lines(q) == []
+
+
+def seq_ack(f):
+    """The sequence and acknowledgement numbers of a tcp_frame."""
+    return struct.unpack(">II", f[14 + 20 + 4:14 + 20 + 12])
+
+
+# --- filter-dump -----------------------------------------------------------------
+
+PCAP_HEADER, RECORD_HEADER = 24, 16
+
+
+def test_dump_counts_written_and_truncated(tmp_path):
+    path = tmp_path / "d0.pcap"
+    frames = [payload(60, 1), payload(1514, 2), payload(100, 3)]
+    chain = [f"filter-dump,id=d0,netdev=n0,file={path},maxlen=100",
+             "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0"]
+    with start_qemu(chain, ["out0"]) as q:
+        for p in frames:
+            q.netdev_peer.sendall(frame(p))
+            assert read_frame(q.socks["out0"])[0] == p
+        wait_counters(q, "d0", written=(3, 60 + 100 + 100), truncated=(1, 1414))
+        assert path.stat().st_size == PCAP_HEADER + 3 * RECORD_HEADER + 260
+
+
+def test_dump_write_error_is_counted_logged_once_and_survived(tmp_path):
+    """The capture goes into a FIFO whose reader goes away: the write that
+    fails and every later packet count in write-errors, one line says why,
+    and the netdev's traffic goes on."""
+    fifo = tmp_path / "d0.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    chain = ["filter-dump,id=d0,netdev=n0,file=" + str(fifo),
+             "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0"]
+    with start_qemu(chain, ["out0"]) as q:
+        q.netdev_peer.sendall(frame(payload(60, 1)))
+        assert read_frame(q.socks["out0"])[0] == payload(60, 1)
+        wait_counters(q, "d0", written=(1, 60))
+        assert len(os.read(reader, 4096)) == PCAP_HEADER + RECORD_HEADER + 60
+        os.close(reader)
+        lost = [payload(70, 2), payload(80, 3)]
+        for p in lost:
+            q.netdev_peer.sendall(frame(p))
+            assert read_frame(q.socks["out0"])[0] == p
+        wait_counters(q, "d0", written=(1, 60), write_errors=total(lost))
+        (line,) = log_lines(q)
+        assert line.endswith("network dump write error - stopping dump: Broken pipe"), line
+        assert_alive(q)
