@@ -32,6 +32,8 @@ python3 -c 'import pycotap' 2>/dev/null || pip_missing+=("pycotap==1.3.1")
 # the end-to-end tests
 python3 -c 'import pytest' 2>/dev/null || pip_missing+=("pytest>=7")
 python3 -c 'import pytest_timeout' 2>/dev/null || pip_missing+=("pytest-timeout>=2")
+# the live view (run from here: tests/e2e/qemu.py would shadow the package)
+(cd / && python3 -c 'import qemu.qmp') 2>/dev/null || pip_missing+=("qemu.qmp==0.0.6")
 
 if [ ${#missing[@]} -eq 0 ] && [ ${#pip_missing[@]} -eq 0 ]; then
     exit 0

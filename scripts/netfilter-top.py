@@ -57,8 +57,8 @@ class Obj:
 
 
 def fallback_values(f):
-    """query-netfilter-stats' counts of one filter, as stat name -> value."""
-    values = {k: f[k] for k in ("packets-tx", "bytes-tx", "packets-rx", "bytes-rx")}
+    """query-netfilter-stats' counts of one filter, under their query-stats names."""
+    values = {k: f[k] for k in ("packets-tx", "packets-rx", "bytes-tx", "bytes-rx")}
     for c in f.get("counters", []):
         values[f"{c['name']}-packets"] = c["packets"]
         values[f"{c['name']}-bytes"] = c["bytes"]
@@ -196,10 +196,10 @@ def prometheus(objs):
             labels |= {"type": obj.kind, "netdev": obj.netdev}
         label_text = ",".join(f'{k}="{label_value(v)}"' for k, v in labels.items() if v is not None)
         for stat_name, value in obj.values.items():
-            name, kind = metric(obj, stat_name)
+            name, metric_type = metric(obj, stat_name)
             family = families.setdefault(name, [
                 f"# HELP {name} QEMU {obj.provider} statistic {stat_name}",
-                f"# TYPE {name} {kind}"])
+                f"# TYPE {name} {metric_type}"])
             family.append(f"{name}{{{label_text}}} {in_base_unit(value, obj.schema.get(stat_name, {}))}")
     return "".join(line + "\n" for lines in families.values() for line in lines)
 
@@ -245,7 +245,7 @@ async def connect(qmp, path, timeout):
         elif isinstance(cause, EOFError):
             why = "closed the connection before the QMP greeting"
         else:
-            why = f"does not speak QMP ({cause})"
+            why = f"does not speak QMP ({str(cause).splitlines()[0]})"
         raise Fatal(f"{path}: {why}") from None
 
 
