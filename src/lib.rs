@@ -6,7 +6,8 @@
 //! - [`decoder`]: the indev receive path, a streaming frame decoder;
 //! - [`outdev`]: the outdev send queue: non-blocking, batched, bounded;
 //! - [`counters`]: per-filter packet and byte counters (atomics);
-//! - [`stats`]: the list behind `query-netfilter-stats`;
+//! - [`stats`]: the list behind `query-netfilter-stats` and `query-stats`,
+//!   and the `query-stats-schemas` of each provider;
 //! - [`result`]: the result codes of the C ABI, and their messages;
 //! - [`handle`]: the state behind a C handle, with the panic boundary.
 //!

@@ -1,6 +1,6 @@
 //! C ABI of [`StatsListBuilder`]: builds the list behind
-//! `query-netfilter-stats`, which C converts to QAPI types and frees with one
-//! call.
+//! `query-netfilter-stats` and `query-stats`, which C converts to QAPI types
+//! and frees with one call; and the values of `query-stats-schemas`.
 
 use std::ffi::c_char;
 

@@ -90,8 +90,15 @@ static void check_failed(const char *file, int line, const char *expr,
  */
 
 /* Each QnsCounterId's name in a QnsCounterStats, at its value. */
-static const char *const counter_names[] = { "indev", "outdev", "indev-errors",
-                                             "outdev-errors" };
+static const char *const counter_names[] = {
+    "indev", "outdev", "indev-errors", "outdev-errors", "held", "hold-time",
+    "released", "dropped", "buffered", "connections", "rewritten", "closed",
+    "written", "truncated", "write-errors", "primary", "secondary",
+    "miscompare-tcp", "miscompare-udp", "miscompare-icmp", "miscompare-other",
+    "miscompare-timeout", "primary-dropped", "secondary-dropped",
+    "unsupported", "send-errors", "primary-queued", "secondary-queued",
+    "primary-in-errors", "secondary-in-errors"
+};
 
 /* A one-filter stats list of `counters`, with the counters `ids[0..n]`. */
 static QnsStatsList *stats_of(const QnsCounters *counters,
@@ -1478,7 +1485,7 @@ static void test_stats_builder(void)
     {
         QnsStatsBuilder *b = qns_stats_builder_new();
         QnsStatsList *list = NULL;
-        static const uint32_t unknown[] = { QNS_COUNTER_ID_INDEV, 4 };
+        static const uint32_t unknown[] = { QNS_COUNTER_ID_INDEV, 30 };
         static const uint32_t max_id[] = { UINT32_MAX };
 
         CHECK(b != NULL);
@@ -1641,6 +1648,146 @@ static void test_stats_builder(void)
     free_filters(&f);
 }
 
+/*
+ * What colo-compare and the filters other than the redirector use: snapshot
+ * counters that go up, down and are set (from several threads at once), a
+ * decoder that counts in other counters, an entry that is not a filter, and
+ * the query-stats schemas.
+ */
+typedef struct SnapshotThread {
+    QnsCounters *counters;
+    unsigned rounds;
+} SnapshotThread;
+
+static void *snapshot_thread(void *opaque)
+{
+    SnapshotThread *t = opaque;
+    unsigned i;
+
+    for (i = 0; i < t->rounds; i++) {
+        qns_counters_add(t->counters, QNS_COUNTER_ID_PRIMARY_QUEUED, 1, 100);
+        qns_counters_add(t->counters, QNS_COUNTER_ID_RELEASED, 1, 100);
+        qns_counters_sub(t->counters, QNS_COUNTER_ID_PRIMARY_QUEUED, 1, 100);
+    }
+    return NULL;
+}
+
+static void test_snapshots_objects_and_schemas(void)
+{
+    QnsCounters *c = qns_counters_new();
+    SnapshotThread t = { c, 100000 };
+    pthread_t threads[4];
+    QnsDecoder *d;
+    Buf in = { 0 };
+    uint8_t good[60];
+    size_t i;
+
+    CHECK(c != NULL);
+    for (i = 0; i < 4; i++) {
+        CHECK_EQ(pthread_create(&threads[i], NULL, snapshot_thread, &t), 0);
+    }
+    for (i = 0; i < 4; i++) {
+        CHECK_EQ(pthread_join(threads[i], NULL), 0);
+    }
+    CHECK_COUNT(c, QNS_COUNTER_ID_PRIMARY_QUEUED, 0, 0);
+    CHECK_COUNT(c, QNS_COUNTER_ID_RELEASED, 400000, 40000000);
+    CHECK_RESULT(qns_counters_set(c, QNS_COUNTER_ID_CONNECTIONS, 7, 0),
+                 QNS_RESULT_OK);
+    CHECK_RESULT(qns_counters_set(c, QNS_COUNTER_ID_CONNECTIONS, 3, 0),
+                 QNS_RESULT_OK);
+    CHECK_COUNT(c, QNS_COUNTER_ID_CONNECTIONS, 3, 0);
+    CHECK_RESULT(qns_counters_add(c, 30, 1, 1), QNS_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(qns_counters_sub(c, 30, 1, 1), QNS_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(qns_counters_set(c, UINT32_MAX, 1, 1),
+                 QNS_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(qns_counters_add(NULL, 0, 1, 1), QNS_RESULT_NULL_POINTER);
+
+    /* secondary_in: a zero-length frame, then a good one, in its own ids */
+    d = qns_decoder_new(false, 0);
+    CHECK(d != NULL);
+    CHECK_RESULT(qns_decoder_count_as(d, QNS_COUNTER_ID_SECONDARY, 30),
+                 QNS_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(qns_decoder_count_as(NULL, 0, 0), QNS_RESULT_NULL_POINTER);
+    CHECK_RESULT(qns_decoder_count_as(d, QNS_COUNTER_ID_SECONDARY,
+                                      QNS_COUNTER_ID_SECONDARY_IN_ERRORS),
+                 QNS_RESULT_OK);
+    memset(good, 0x5a, sizeof(good));
+    buf_be32(&in, 0);
+    buf_frame(&in, false, good, sizeof(good), 0);
+    CHECK_RESULT(qns_decoder_feed(d, c, in.data, in.len, on_frame_ignore,
+                                  NULL),
+                 QNS_RESULT_EMPTY_FRAME);
+    CHECK_COUNT(c, QNS_COUNTER_ID_SECONDARY, 1, 60);
+    CHECK_COUNT(c, QNS_COUNTER_ID_SECONDARY_IN_ERRORS, 1, 4);
+    CHECK_COUNT(c, QNS_COUNTER_ID_INDEV, 0, 0);
+    CHECK_COUNT(c, QNS_COUNTER_ID_INDEV_ERRORS, 0, 0);
+    qns_decoder_free(d);
+    buf_free(&in);
+
+    /* an object with no netdev and no directions: only its own values */
+    {
+        static const uint32_t ids[] = { QNS_COUNTER_ID_RELEASED,
+                                        QNS_COUNTER_ID_CONNECTIONS };
+        QnsStatsBuilder *b = qns_stats_builder_new();
+        QnsStatsList *list = NULL;
+        const QnsFilterStats *f;
+
+        CHECK_RESULT(qns_stats_builder_add_object(b, NULL, "colo-compare"),
+                     QNS_RESULT_NULL_POINTER);
+        CHECK_RESULT(qns_stats_builder_add_object(NULL, "cc0", "colo-compare"),
+                     QNS_RESULT_NULL_POINTER);
+        CHECK_RESULT(qns_stats_builder_add_object(b, "cc0", "colo-compare"),
+                     QNS_RESULT_OK);
+        CHECK_RESULT(qns_stats_builder_add_counters(b, c, ids, 2),
+                     QNS_RESULT_OK);
+        CHECK_RESULT(qns_stats_builder_finish(b, &list), QNS_RESULT_OK);
+        f = &list->filters[0];
+        CHECK_STR(f->name, "cc0");
+        CHECK_STR(f->netdev, "");
+        CHECK_STR(f->qom_type, "colo-compare");
+        CHECK_EQ(f->n_counters, 2);
+        CHECK_EQ(f->n_values, 3);
+        CHECK_STR(f->values[0].name, "released-packets");
+        CHECK_EQ(f->values[0].value, 400000);
+        CHECK_STR(f->values[1].name, "released-bytes");
+        CHECK_EQ(f->values[1].value, 40000000);
+        CHECK_STR(f->values[2].name, "connections");
+        CHECK_EQ(f->values[2].value, 3);
+        qns_stats_list_free(list);
+    }
+
+    /* the schemas: a filter's directions first; units; the end */
+    {
+        QnsStatSchema v;
+        size_t n;
+
+        CHECK(qns_stats_schema(QNS_STATS_PROVIDER_NETFILTER, 0, &v));
+        CHECK_STR(v.name, "packets-tx");
+        CHECK(!v.instant);
+        CHECK_EQ(v.unit, QNS_STAT_UNIT_NONE);
+        CHECK(qns_stats_schema(QNS_STATS_PROVIDER_NETFILTER, 2, &v));
+        CHECK_STR(v.name, "bytes-tx");
+        CHECK_EQ(v.unit, QNS_STAT_UNIT_BYTES);
+        for (n = 0; qns_stats_schema(QNS_STATS_PROVIDER_NETFILTER, n, &v);
+             n++) {
+            if (strcmp(v.name, "hold-time") == 0) {
+                CHECK_EQ(v.unit, QNS_STAT_UNIT_SECONDS);
+                CHECK_EQ(v.exponent, -6);
+            }
+            if (strcmp(v.name, "buffered-packets") == 0) {
+                CHECK(v.instant);
+            }
+        }
+        CHECK_EQ(n, 32);
+        CHECK(qns_stats_schema(QNS_STATS_PROVIDER_COLO_COMPARE, 0, &v));
+        CHECK_STR(v.name, "primary-packets");
+        CHECK(!qns_stats_schema(QNS_STATS_PROVIDER_COLO_COMPARE, 1000, &v));
+        CHECK(!qns_stats_schema(2, 0, &v));
+        CHECK(!qns_stats_schema(QNS_STATS_PROVIDER_NETFILTER, 0, NULL));
+    }
+    qns_counters_free(c);
+}
+
 int main(void)
 {
     test_result_messages();
@@ -1660,6 +1807,7 @@ int main(void)
     test_outdev_max_frame_len();
     test_round_trip();
     test_stats_builder();
+    test_snapshots_objects_and_schemas();
 
     printf("%lu passed, 0 failed\n", n_passed);
     return 0;
