@@ -866,7 +866,7 @@ void qns_stats_list_free(struct QnsStatsList *list);
  * `QnsStatsProvider`): true, with `*value` written, while `index` is below
  * the number of values; false after the last, and for an unknown provider
  * or a NULL `value`. The values come in the order the objects report them.
- * Cannot panic: it builds a short vector (running out of memory aborts).
+ * Cannot panic: it walks the provider's table.
  *
  * # Safety
  * `value` NULL or writable.

@@ -101,7 +101,12 @@ pub struct StatsListBuilder {
 
 /// The `query-stats` names of a filter's directions, in the order of
 /// `query-netfilter-stats`.
-static DIRECTION_VALUES: [&CStr; 4] = [c"packets-tx", c"packets-rx", c"bytes-tx", c"bytes-rx"];
+static DIRECTION_VALUES: [(&CStr, QnsStatUnit); 4] = [
+    (c"packets-tx", QnsStatUnit::None),
+    (c"packets-rx", QnsStatUnit::None),
+    (c"bytes-tx", QnsStatUnit::Bytes),
+    (c"bytes-rx", QnsStatUnit::Bytes),
+];
 
 /// `slice.as_ptr()`, or NULL for an empty slice (as the C view promises).
 fn ptr_or_null<T>(slice: &[T]) -> *const T {
@@ -146,7 +151,7 @@ impl StatsListBuilder {
             DIRECTION_VALUES
                 .iter()
                 .zip(directions)
-                .map(|(name, value)| QnsStatValue {
+                .map(|((name, _), value)| QnsStatValue {
                     name: name.as_ptr(),
                     value,
                 }),
@@ -312,43 +317,31 @@ pub struct QnsStatSchema {
 }
 
 /// Every value `provider`'s objects can report, in the order they do.
-pub fn schema(provider: QnsStatsProvider) -> Vec<QnsStatSchema> {
+pub fn schema(provider: QnsStatsProvider) -> impl Iterator<Item = QnsStatSchema> {
     let value = |name: &CStr, instant, unit, exponent| QnsStatSchema {
         name: name.as_ptr(),
         instant,
         unit,
         exponent,
     };
-    let (mut values, ids): (Vec<_>, &[_]) = match provider {
-        QnsStatsProvider::Netfilter => (
-            DIRECTION_VALUES
-                .iter()
-                .map(|name| {
-                    let bytes = name.to_bytes().starts_with(b"bytes");
-                    let unit = if bytes {
-                        QnsStatUnit::Bytes
-                    } else {
-                        QnsStatUnit::None
-                    };
-                    value(name, false, unit, 0)
-                })
-                .collect(),
-            &FILTER_COUNTERS,
-        ),
-        QnsStatsProvider::ColoCompare => (Vec::new(), &COLO_COUNTERS),
+    let (directions, ids): (&[_], &[_]) = match provider {
+        QnsStatsProvider::Netfilter => (&DIRECTION_VALUES, &FILTER_COUNTERS),
+        QnsStatsProvider::ColoCompare => (&[], &COLO_COUNTERS),
     };
-    for &id in ids {
+    let directions = directions
+        .iter()
+        .map(move |&(name, unit)| value(name, false, unit, 0));
+    let counters = ids.iter().flat_map(move |&id| {
         let (first, second) = id.stat_names();
-        values.push(value(first, id.is_instant(), QnsStatUnit::None, 0));
-        if let Some(second) = second {
-            let (unit, exponent) = match id.shape() {
-                Shape::Duration => (QnsStatUnit::Seconds, -6),
-                _ => (QnsStatUnit::Bytes, 0),
-            };
-            values.push(value(second, id.is_instant(), unit, exponent));
-        }
-    }
-    values
+        let (unit, exponent) = match id.shape() {
+            Shape::Duration => (QnsStatUnit::Seconds, -6),
+            _ => (QnsStatUnit::Bytes, 0),
+        };
+        let first = value(first, id.is_instant(), QnsStatUnit::None, 0);
+        let second = second.map(|name| value(name, id.is_instant(), unit, exponent));
+        std::iter::once(first).chain(second)
+    });
+    directions.chain(counters)
 }
 
 #[cfg(test)]
@@ -428,7 +421,7 @@ mod tests {
             QnsCounterId::Indev.stat_names(),
             QnsCounterId::Outdev.stat_names(),
         );
-        let names = DIRECTION_VALUES.iter().copied().chain([
+        let names = DIRECTION_VALUES.iter().map(|&(name, _)| name).chain([
             indev.0,
             indev.1.unwrap(),
             outdev.0,

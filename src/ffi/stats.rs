@@ -170,7 +170,7 @@ pub unsafe extern "C" fn qns_stats_list_free(list: *mut QnsStatsList) {
 /// `QnsStatsProvider`): true, with `*value` written, while `index` is below
 /// the number of values; false after the last, and for an unknown provider
 /// or a NULL `value`. The values come in the order the objects report them.
-/// Cannot panic: it builds a short vector (running out of memory aborts).
+/// Cannot panic: it walks the provider's table.
 ///
 /// # Safety
 /// `value` NULL or writable.
@@ -192,9 +192,9 @@ pub unsafe extern "C" fn qns_stats_schema(
             .cast::<std::mem::MaybeUninit<QnsStatSchema>>()
             .as_mut()
     };
-    match (schema(provider).get(index), out) {
+    match (schema(provider).nth(index), out) {
         (Some(entry), Some(out)) => {
-            out.write(*entry);
+            out.write(entry);
             true
         }
         _ => false,

@@ -35,7 +35,7 @@ FRAMES = [payload(n, i) for i, n in enumerate([60, 1514, 9000])]
 M0_LABELS = '{id="m0",type="filter-mirror",netdev="n0"}'
 
 
-def start_qemu(colo=False):
+def start_chain(colo=False):
     """QEMU with m0 and r0 (and cc0) on n0, FRAMES sent through them."""
     chardevs = ["top", "mir0", "out0"] + (["pri", "sec", "ccout"] if colo else [])
     args = ["-mon", "chardev=top,mode=control",
@@ -67,7 +67,7 @@ def start_qemu(colo=False):
 @pytest.fixture(scope="module")
 def chain():
     """One idle QEMU for the tests that only read."""
-    with start_qemu(colo=True) as q:
+    with start_chain(colo=True) as q:
         sent = (len(FRAMES), sum(map(len, FRAMES)))
         for s in q.stats():
             assert (s["packets-tx"], s["bytes-tx"]) == sent
@@ -285,7 +285,7 @@ class LiveTool:
 
 
 def test_qemu_killed_under_the_tool():
-    with start_qemu() as q, LiveTool(q.top, "--count", "100", "--interval", "0.2") as tool:
+    with start_chain() as q, LiveTool(q.top, "--count", "100", "--interval", "0.2") as tool:
         assert {"m0", "r0"} <= set(tool.next())
         # SIGTERM, not SIGKILL: QEMU goes all the same, and exits the way
         # valgrind (QNS_QEMU_WRAPPER) needs to write its leak summary
@@ -300,7 +300,7 @@ def cumulative(obj):
 
 
 def test_filters_deleted_and_recreated_under_the_tool():
-    with start_qemu() as q, LiveTool(q.top, "--count", "200", "--interval", "0.2") as tool:
+    with start_chain() as q, LiveTool(q.top, "--count", "200", "--interval", "0.2") as tool:
         objs = tool.next()
         assert {"m0", "r0"} <= set(objs) and any(cumulative(objs["r0"]))
         # r0 re-created under the same id: its counters start again from 0,
