@@ -169,7 +169,7 @@ enum QnsCounterId
   QNS_COUNTER_ID_INDEV = 0,
   /**
    * filter-mirror, filter-redirector: frames written whole to the outdev
-   * chardev.
+   * chardev (their bytes without the netdev's vnet header).
    */
   QNS_COUNTER_ID_OUTDEV = 1,
   /**
@@ -729,8 +729,8 @@ QnsResult qns_outdev_pending(const struct QnsOutdev *outdev, const uint8_t **dat
 /**
  * Report that `written` bytes from the start of `qns_outdev_pending()` were
  * written. Each frame now written whole counts in `counters`' `outdev`
- * (payload bytes). A `written` larger than what is pending is
- * `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
+ * (its payload without the vnet header in front). A `written` larger
+ * than what is pending is `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
  *
  * # Safety
  * `outdev` NULL or live; `counters` NULL or live counters.

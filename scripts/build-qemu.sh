@@ -44,9 +44,10 @@ else
 fi
 
 # --without-default-features turns colo_proxy off: colo-compare and
-# filter-rewriter need it back.
+# filter-rewriter need it back. TCG boots the test guest where /dev/kvm is
+# missing or cannot run a Linux guest (PVM), and gives filter-replay.
 configure_args=(--target-list=x86_64-softmmu --without-default-features
-    --disable-tcg --enable-kvm --enable-colo-proxy --disable-docs
+    --enable-tcg --enable-kvm --enable-colo-proxy --disable-docs
     --disable-werror --disable-download --disable-install-blobs)
 ninja_targets=(qemu-system-x86_64)
 patches=()
@@ -54,7 +55,8 @@ case $mode in
     minimal | stock)
         configure_args+=(--without-default-devices --with-devices-x86_64=microvm) ;;
     full)
-        configure_args+=(--enable-slirp)
+        # replication: the block side of a COLO pair.
+        configure_args+=(--enable-slirp --enable-replication)
         ninja_targets+=(tests/qtest/test-filter-redirector
             tests/qtest/test-filter-mirror tests/qtest/test-netfilter
             tests/qtest/qos-test tests/qtest/e1000-filter-hold-test
@@ -65,7 +67,7 @@ if [ $mode != stock ]; then
 fi
 
 # Bump when this script changes how it prepares or configures the tree.
-TREE_FORMAT=1
+TREE_FORMAT=2
 key=$(echo "$TREE_FORMAT $source_id $mode ${configure_args[*]}" | sha256sum | cut -c1-16)
 tree="$CACHE/qemu-$mode-$key"
 
@@ -129,6 +131,18 @@ ninja -C "$tree/build" "${ninja_targets[@]}" >"$tree/build/ninja.log" 2>&1 || {
     echo "build-qemu: build failed; full log: $tree/build/ninja.log" >&2
     exit 1
 }
+
+# The option ROMs that -kernel needs (linuxboot_dma.bin, pvh.bin, ...) are
+# built by make, not ninja; put them where a QEMU run from its build tree
+# looks for data files.
+make -C "$tree/build/pc-bios/optionrom" -s >>"$tree/build/ninja.log" 2>&1 || {
+    tail -20 "$tree/build/ninja.log" >&2
+    echo "build-qemu: the option ROMs did not build (is gcc-multilib installed?)" >&2
+    exit 1
+}
+for rom in "$tree"/build/pc-bios/optionrom/*.bin; do
+    ln -sfn "$rom" "$tree/build/qemu-bundle/usr/local/share/qemu/"
+done
 
 mkdir -p "$repo/build"
 case $mode in

@@ -9,12 +9,16 @@ DEBIAN_PACKAGES=(
     # QEMU's build
     build-essential libglib2.0-dev ninja-build pkg-config libfdt-dev
     device-tree-compiler libslirp-dev flex bison python3-venv
+    # the x86 option ROMs (linuxboot_dma.bin for -kernel) are built -m16
+    gcc-multilib
     # firmware the +ds tarball lacks (passed to QEMU with -L)
     seabios ipxe-qemu
     # bindgen (layout test of the generated header) needs libclang
     libclang-dev clang
     # the C ABI test runs under valgrind; patches are checked with perl
     valgrind perl
+    # the test guest's initramfs (scripts/build-guest.sh); tap devices
+    cpio iproute2
 )
 
 missing=()

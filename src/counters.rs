@@ -59,7 +59,7 @@ pub enum QnsCounterId {
     /// injected.
     Indev = 0,
     /// filter-mirror, filter-redirector: frames written whole to the outdev
-    /// chardev.
+    /// chardev (their bytes without the netdev's vnet header).
     Outdev = 1,
     /// filter-redirector: input the indev decoder rejected: packets =
     /// rejected frames, bytes = bytes of input thrown away.

@@ -54,6 +54,17 @@ pub enum PushError {
     },
 }
 
+/// One queued frame.
+#[derive(Debug)]
+struct Queued {
+    /// Where it ends in `bytes`.
+    end: usize,
+    /// Its payload's length, as the wire header gives it.
+    payload_len: usize,
+    /// What the counters count of it: the Ethernet frame.
+    frame_len: usize,
+}
+
 /// Queued frames for one outdev.
 #[derive(Debug)]
 pub struct OutdevQueue {
@@ -63,9 +74,8 @@ pub struct OutdevQueue {
     /// Encoded frames; `bytes[sent..]` is not written yet.
     bytes: Vec<u8>,
     sent: usize,
-    /// For each queued frame, where it ends in `bytes` and its payload
-    /// length (for the counters).
-    frames: VecDeque<(usize, usize)>,
+    /// The queued frames, oldest first.
+    frames: VecDeque<Queued>,
 }
 
 impl OutdevQueue {
@@ -104,12 +114,13 @@ impl OutdevQueue {
     pub fn mid_frame(&self) -> bool {
         // The head frame starts its length before its end (which may be
         // before `bytes[0]`, once compaction dropped its written start).
-        self.frames.front().is_some_and(|&(end, payload_len)| {
-            self.sent + wire::header_len(self.vnet_hdr) + payload_len > end
-        })
+        self.frames
+            .front()
+            .is_some_and(|f| self.sent + wire::header_len(self.vnet_hdr) + f.payload_len > f.end)
     }
 
-    /// Queue the frame whose payload is `parts`, in order.
+    /// Queue the frame whose payload is `parts`, in order; its first
+    /// `vnet_hdr_len` bytes are the netdev's vnet header (not counted).
     pub fn push(&mut self, parts: &[&[u8]], vnet_hdr_len: u32) -> Result<(), PushError> {
         let queued = self.queued();
         let len = parts.iter().map(|p| p.len()).sum::<usize>();
@@ -137,7 +148,11 @@ impl OutdevQueue {
             &mut self.bytes,
         )
         .map_err(PushError::Encode)?;
-        self.frames.push_back((self.bytes.len(), payload_len));
+        self.frames.push_back(Queued {
+            end: self.bytes.len(),
+            payload_len,
+            frame_len: wire::ethernet_len(payload_len, vnet_hdr_len),
+        });
         Ok(())
     }
 
@@ -147,19 +162,19 @@ impl OutdevQueue {
     }
 
     /// `n` bytes of [`OutdevQueue::pending`] were written. Frames completed by
-    /// this are counted in `outdev` (payload bytes), in one update for all
+    /// this are counted in `outdev` (Ethernet bytes), in one update for all
     /// of them: a batched write completes hundreds of small frames. Returns
     /// how many frames were completed.
     pub fn advance(&mut self, n: usize, counters: Option<&FilterCounters>) -> usize {
         self.sent += n.min(self.queued());
         let (mut done, mut bytes) = (0, 0);
-        while let Some(&(end, payload_len)) = self.frames.front() {
-            if end > self.sent {
+        while let Some(f) = self.frames.front() {
+            if f.end > self.sent {
                 break;
             }
-            self.frames.pop_front();
             done += 1;
-            bytes += payload_len as u64;
+            bytes += f.frame_len as u64;
+            self.frames.pop_front();
         }
         if let (Some(c), true) = (counters, done > 0) {
             c.add(QnsCounterId::Outdev, done as u64, bytes);
@@ -172,9 +187,9 @@ impl OutdevQueue {
     /// partly written) in `outdev-errors`. Returns how many were dropped.
     pub fn discard(&mut self, counters: Option<&FilterCounters>) -> usize {
         let dropped = self.frames.len();
-        for (_, payload_len) in self.frames.drain(..) {
+        for f in self.frames.drain(..) {
             if let Some(c) = counters {
-                c.add(QnsCounterId::OutdevErrors, 1, payload_len as u64);
+                c.add(QnsCounterId::OutdevErrors, 1, f.frame_len as u64);
             }
         }
         self.bytes.clear();
@@ -193,7 +208,7 @@ impl OutdevQueue {
         } else if self.sent > self.bytes.len() / 2 {
             self.bytes.drain(..self.sent);
             for frame in &mut self.frames {
-                frame.0 -= self.sent;
+                frame.end -= self.sent;
             }
             self.sent = 0;
         }
@@ -251,11 +266,12 @@ mod tests {
         assert_eq!(completed.iter().sum::<usize>(), 2);
         assert_eq!(written.len(), 8 + 100 + 8 + 50);
         assert_eq!(&written[..8], b"\0\0\0\x64\0\0\0\x0c");
+        // The bytes counted are the Ethernet frames, without the vnet headers.
         assert_eq!(
             c.get(QnsCounterId::Outdev),
             Count {
                 packets: 2,
-                bytes: 150
+                bytes: 150 - 2 * 12
             }
         );
     }

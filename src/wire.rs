@@ -60,6 +60,13 @@ impl fmt::Display for EncodeError {
 
 impl std::error::Error for EncodeError {}
 
+/// The bytes the counters count of a payload that starts with a vnet header
+/// of `vnet_hdr_len` bytes: the Ethernet frame after it, as filter-dump
+/// writes it and as the guest's driver counts it.
+pub fn ethernet_len(payload_len: usize, vnet_hdr_len: u32) -> usize {
+    payload_len.saturating_sub(vnet_hdr_len as usize)
+}
+
 /// Append the frame whose payload is `parts` (in order) to `out`, announcing
 /// a vnet header of `vnet_hdr_len` bytes when `vnet_hdr` is on; payloads over
 /// `max_frame_len` are refused. Returns the payload length; `out` is left

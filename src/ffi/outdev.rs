@@ -5,7 +5,7 @@ use crate::{
     counters::QnsCounterId,
     handle::Handle,
     outdev::{OutdevQueue, PushError, DEFAULT_BACKLOG_LIMIT},
-    wire::{EncodeError, DEFAULT_MAX_FRAME_LEN},
+    wire::{ethernet_len, EncodeError, DEFAULT_MAX_FRAME_LEN},
 };
 
 /// The frames waiting to be written to one outdev chardev (opaque).
@@ -84,10 +84,11 @@ pub unsafe extern "C" fn qns_outdev_push(
                 Err(PushError::BacklogFull { .. }) => QnsResult::BacklogFull,
             };
             if let Some(c) = counters {
+                let len = parts.iter().map(|p| p.len()).sum();
                 c.add(
                     QnsCounterId::OutdevErrors,
                     1,
-                    parts.iter().map(|p| p.len() as u64).sum(),
+                    ethernet_len(len, vnet_hdr_len) as u64,
                 );
             }
             refused
@@ -122,8 +123,8 @@ pub unsafe extern "C" fn qns_outdev_pending(
 
 /// Report that `written` bytes from the start of `qns_outdev_pending()` were
 /// written. Each frame now written whole counts in `counters`' `outdev`
-/// (payload bytes). A `written` larger than what is pending is
-/// `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
+/// (its payload without the vnet header in front). A `written` larger
+/// than what is pending is `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
 ///
 /// # Safety
 /// `outdev` NULL or live; `counters` NULL or live counters.

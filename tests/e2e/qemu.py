@@ -103,7 +103,8 @@ class Qemu:
     """
 
     def __init__(self, binary=None, chardevs=(), extra_args=(), env=None, wrapper=(),
-                 netdev="socket"):
+                 netdev="socket", machine=("-M", "microvm", "-accel", "qtest"),
+                 nic="virtio-net-device", pass_fds=()):
         self.binary = binary or os.environ.get("QNS_QEMU", DEFAULT_BINARY)
         self.dir = tempfile.mkdtemp(prefix="qns-e2e-")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
@@ -114,8 +115,8 @@ class Qemu:
         args = wrapper + [self.binary]
         for d in FIRMWARE_DIRS:
             args += ["-L", d]
-        args += [
-            "-M", "microvm", "-accel", "qtest", "-nodefaults", "-display", "none",
+        args += list(machine) + [
+            "-nodefaults", "-display", "none",
             # A test that dies must not leave QEMU behind.
             "-run-with", "exit-with-parent=on",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
@@ -128,17 +129,19 @@ class Qemu:
                      "-netdev", "hubport,id=p0,hubid=0,netdev=n0",
                      "-netdev", "hubport,id=p1,hubid=0,netdev=n1"]
         else:
+            # "tap:IFNAME": an existing tap device (netdev_peer is then unused).
             args += ["-netdev", {
                 "socket": f"socket,id=n0,fd={theirs.fileno()}",
                 "stream": f"stream,id=n0,server=off,addr.type=fd,addr.str={theirs.fileno()}",
-            }[netdev], "-device", "virtio-net-device,netdev=n0"]
+            }.get(netdev) or f"tap,id=n0,ifname={netdev[4:]},script=no,downscript=no,vhost=off",
+                "-device", f"{nic},netdev=n0"]
         for name in chardevs:
             args += ["-chardev", f"socket,id={name},path={self.chardev_path(name)},server=on,wait=off"]
         args += list(extra_args)
         self.log_path = os.path.join(self.dir, "qemu.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            args, pass_fds=[f.fileno() for f in fds], stdin=subprocess.DEVNULL,
+            args, pass_fds=[f.fileno() for f in fds] + list(pass_fds), stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
         for f in fds:

@@ -1,5 +1,6 @@
-"""End-to-end: the counters of filter-buffer, filter-rewriter and
-filter-dump, exact for crafted traffic, in query-netfilter-stats.
+"""End-to-end: the counters of filter-buffer, filter-rewriter,
+filter-dump and filter-replay, exact for crafted traffic, in
+query-netfilter-stats.
 
 (filter-mirror's and filter-redirector's are in test_netfilter_stats.py;
 their hold counters in test_holds.py; colo-compare's in
@@ -172,4 +173,44 @@ def test_dump_write_error_is_counted_logged_once_and_survived(tmp_path):
         wait_counters(q, "d0", written=(1, 60), write_errors=total(lost))
         (line,) = log_lines(q)
         assert line.endswith("network dump write error - stopping dump: Broken pipe"), line
+        assert_alive(q)
+
+
+# --- filter-replay ---------------------------------------------------------------
+
+REPLAY_CHAIN = [
+    "filter-replay,id=rp0,netdev=n0",
+    "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",
+]
+
+
+def test_replay_counts_what_it_passes_on():
+    """Outside record/replay, filter-replay passes every packet on, and
+    counts it."""
+    frames = [payload(n, i) for i, n in enumerate([60, 512, 1514])]
+    with start_qemu(REPLAY_CHAIN, ["out0"]) as q:
+        for p in frames:
+            q.netdev_peer.sendall(frame(p))
+        for p in frames:
+            assert read_frame(q.socks["out0"])[0] == p
+        (s,) = q.stats("rp0")
+        assert (s["type"], s["packets-tx"], s["bytes-tx"]) == ("filter-replay",) + total(frames)
+        assert (s["packets-rx"], s["bytes-rx"]) == (0, 0)
+
+
+def test_replay_records_and_counts_under_tcg(tmp_path):
+    """Recording (TCG, -icount rr=record), filter-replay takes the netdev's
+    packets into the log, counted, and the replay module passes them on
+    at their recorded time."""
+    frames = [payload(n, i) for i, n in enumerate([60, 512, 1514, 9000])]
+    rr = tmp_path / "rr.bin"
+    machine = ("-M", "microvm", "-accel", "tcg", "-icount", f"shift=auto,rr=record,rrfile={rr}")
+    with start_qemu(REPLAY_CHAIN, ["out0"], machine=machine) as q:
+        for p in frames:
+            q.netdev_peer.sendall(frame(p))
+        s = q.wait_for(lambda st: st["rp0"]["packets-tx"] == len(frames), 30, "rp0")["rp0"]
+        assert (s["packets-tx"], s["bytes-tx"]) == total(frames)
+        for p in frames:
+            assert read_frame(q.socks["out0"])[0] == p
+        wait_counters(q, "r0", outdev=total(frames))
         assert_alive(q)

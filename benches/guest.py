@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Guest throughput: a real Linux guest (scripts/build-guest.sh) sends UDP
+frames through filter-mirror and through filter-redirector on its netdev,
+stock QEMU 10.2.2 against the patched one, alternately in one run.
+
+Each binary boots the guest once per filter (microvm, virtio-net-device,
+socket netdev n0; TCG unless KVM can boot it): filter-mirror f0
+(queue=rx, outdev=out0) or filter-redirector f0 (queue=rx, outdev=out0).
+A round sends, for each UDP payload size, COUNT frames from the guest
+(`qns-guest send`, a packet socket) and times the send command until the
+last frame has arrived at out0 (and, for the mirror, at the netdev's
+peer); QEMU's CPU (all its threads, the vCPU included) is read from
+/proc/PID/stat around it. Frames/s and CPU per frame are medians over the
+rounds; the worst round is the lowest patched/stock ratio of one round.
+
+Usage: benches/guest.py [--rounds N] [--quick] [--filter filter-mirror|filter-redirector]
+Markdown goes to stdout, progress to stderr.
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "guest"))
+from guest import Guest, accel  # noqa: E402
+from qemu import REPO  # noqa: E402
+
+BINARIES = {
+    "stock": os.path.join(REPO, "build", "qemu-stock", "qemu-system-x86_64"),
+    "patched": os.path.join(REPO, "build", "qemu", "qemu-system-x86_64"),
+}
+FILTERS = ("filter-mirror", "filter-redirector")
+# The baseline: no filter, frames go to the netdev's peer.
+NO_FILTER = "none"
+# (UDP payload bytes, frames per run): Ethernet + IPv4 + UDP headers are 42 B.
+SIZES = ((64, 40_000), (1472, 20_000))
+QUICK_SIZES = ((64, 5_000), (1472, 2_000))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+class Sink:
+    """Read and count bytes from a socket in a thread."""
+
+    def __init__(self, sock):
+        self.sock, self.bytes, self.stop = sock, 0, False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                n = len(self.sock.recv(1 << 20))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not n:
+                return
+            self.bytes += n
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+
+
+def qemu_cpu(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Setup:
+    """One booted guest with one filter, its outputs drained."""
+
+    def __init__(self, binary, kind):
+        self.kind = kind
+        objects = [] if kind == NO_FILTER else [
+            "-object", f"{kind},id=f0,netdev=n0,queue=rx,outdev=out0"]
+        self.g = Guest(binary=binary, chardevs=["out0"] if objects else [], extra_args=objects)
+        self.sinks = [] if kind == NO_FILTER else [Sink(self.g.connect_chardev("out0"))]
+        if kind != "filter-redirector":
+            self.sinks.append(Sink(self.g.netdev_peer))
+        self.g.wait_connected()
+
+    def run(self, payload, count):
+        frame = payload + 42
+        want = [s.bytes + count * (4 + frame) for s in self.sinks]
+        cpu0, t0 = qemu_cpu(self.g.proc.pid), time.monotonic()
+        self.g.sh(f"qns-guest send eth0 {count} {frame} >/dev/null", timeout=600)
+        deadline = time.monotonic() + 120
+        while any(s.bytes < w for s, w in zip(self.sinks, want)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.kind}: frames missing: "
+                                     f"{[s.bytes for s in self.sinks]} < {want}")
+            time.sleep(0.0005)
+        elapsed = time.monotonic() - t0
+        cpu = qemu_cpu(self.g.proc.pid) - cpu0
+        return {"fps": count / elapsed, "cpu_per_frame": cpu / count}
+
+    def close(self):
+        self.g.close()
+        for s in self.sinks:
+            s.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--filter", choices=FILTERS + (NO_FILTER,), action="append",
+                    help="only this filter (repeatable; default: none and both)")
+    args = ap.parse_args()
+    filters = tuple(args.filter or (NO_FILTER,) + FILTERS)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    for name, b in BINARIES.items():
+        if not os.access(b, os.X_OK):
+            sys.exit(f"guest bench: {b} missing: run scripts/build-qemu.sh{' --stock' if name == 'stock' else ''}")
+
+    runs = {}
+    for kind in filters:
+        setups = {name: Setup(b, kind) for name, b in BINARIES.items()}
+        try:
+            for payload, count in sizes:  # warm-up, not recorded
+                for s in setups.values():
+                    s.run(payload, count // 10)
+            for r in range(args.rounds):
+                for payload, count in sizes:
+                    for name, s in setups.items():
+                        res = s.run(payload, count)
+                        runs.setdefault((kind, payload, name), []).append(res)
+                        log(f"round {r + 1} {kind} {payload} B {name}: "
+                            f"{res['fps'] / 1e3:.1f} kframes/s, "
+                            f"{res['cpu_per_frame'] * 1e6:.2f} us CPU/frame")
+        finally:
+            for s in setups.values():
+                s.close()
+
+    med = statistics.median
+    print(f"Guest -> netdev, {args.rounds} alternating rounds (stock, patched), "
+          f"accelerator {accel()}, {os.cpu_count()} CPUs\n")
+    print("| filter | UDP payload | stock kframes/s | patched kframes/s | patched/stock "
+          "| worst round | stock CPU/frame | patched CPU/frame | patched/stock CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for kind in filters:
+        for payload, _ in sizes:
+            s, p = runs[(kind, payload, "stock")], runs[(kind, payload, "patched")]
+            sf, pf = [x["fps"] for x in s], [x["fps"] for x in p]
+            sc, pc = med([x["cpu_per_frame"] for x in s]), med([x["cpu_per_frame"] for x in p])
+            worst = min(b["fps"] / a["fps"] for a, b in zip(s, p))
+            print(f"| {kind} | {payload} B | {med(sf) / 1e3:.1f} [{min(sf) / 1e3:.1f}-{max(sf) / 1e3:.1f}] "
+                  f"| {med(pf) / 1e3:.1f} [{min(pf) / 1e3:.1f}-{max(pf) / 1e3:.1f}] "
+                  f"| **{med(pf) / med(sf):.2f}x** | {worst:.2f}x "
+                  f"| {sc * 1e6:.2f} us | {pc * 1e6:.2f} us | {pc / sc:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
