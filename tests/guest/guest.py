@@ -74,6 +74,8 @@ class Guest(Qemu):
         args = ["-m", "256", "-kernel", os.path.join(d, "vmlinuz"),
                 "-initrd", os.path.join(d, "initrd.gz"), "-append", cmdline,
                 "-chardev", f"socket,id=con,fd={theirs.fileno()}", "-serial", "chardev:con",
+                # thread names ("CPU 0/TCG") for benches/guest.py
+                "-name", "qns-guest,debug-threads=on",
                 "-no-reboot"] + list(extra_args)
         nic = f"{nic},mac={GUEST_MAC}"
         try:
