@@ -214,6 +214,8 @@ class Tap:
 
     def __init__(self, name, address=None):
         self.name = name
+        # one left by a run that was killed
+        subprocess.run(["ip", "link", "del", name], stderr=subprocess.DEVNULL, check=False)
         subprocess.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"], check=True)
         with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
             f.write("1")
