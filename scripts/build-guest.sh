@@ -7,7 +7,7 @@
 #
 # The guest is cached in $QNS_CACHE (default ~/.cache/qemu-netfilter-stats),
 # keyed on the package versions and on this script, the init and the
-# traffic program; a miss builds it again (about 20 s).
+# traffic program; a miss builds it again (about 15 s).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +22,8 @@ MODULES=(virtio_mmio virtio_pci virtio_net e1000)
 candidate() {
     apt-cache policy "$1" | awk '/Candidate:/ {print $2}'
 }
-if [ -z "$(candidate linux-image-amd64)" ] || [ "$(candidate linux-image-amd64)" = "(none)" ]; then
+meta=$(candidate linux-image-amd64)
+if [ -z "$meta" ] || [ "$meta" = "(none)" ]; then
     # a machine whose package lists were never fetched
     [ "$(id -u)" = 0 ] || { echo "build-guest: run as root: apt-get update" >&2; exit 1; }
     apt-get update -qq

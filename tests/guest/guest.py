@@ -9,6 +9,7 @@ delay-loop calibration given on the command line so that a loaded 2-core
 host cannot stall the calibration.
 """
 
+import functools
 import os
 import re
 import socket
@@ -28,7 +29,9 @@ FULL_BINARY = os.path.join(REPO, "build", "qemu-full", "qemu-system-x86_64")
 BOOT_TIMEOUT = 240
 
 
+@functools.cache
 def guest_dir():
+    """The guest's directory, built or found once per test run."""
     return subprocess.run([os.path.join(REPO, "scripts", "build-guest.sh")], check=True,
                           capture_output=True, text=True).stdout.strip()
 
@@ -83,7 +86,7 @@ class Guest(Qemu):
                              pass_fds=[theirs.fileno()], **kwargs)
         finally:
             theirs.close()
-        self.buf = self.transcript = b""
+        self.buf = b""
         self.booted = time.monotonic()
         try:
             self.expect(b"QNS-GUEST-READY", BOOT_TIMEOUT)
@@ -112,7 +115,6 @@ class Guest(Qemu):
             if not chunk:
                 raise AssertionError(f"guest console closed; console: {self.buf[-3000:]!r}")
             self.buf += chunk
-            self.transcript += chunk
         before, self.buf = self.buf.split(marker, 1)
         return before
 
@@ -156,13 +158,13 @@ class Guest(Qemu):
 
 class FrameReader:
     """Read frames of the socket netdev / redirector wire format from `sock`
-    in a thread, counting them (and keeping them, with keep=True)."""
+    in a thread, counting them: at most `chunk` bytes a read, `pause` s
+    between reads (a slow peer); with pause None it does not read until
+    `pause` is set."""
 
-    def __init__(self, sock, vnet=False, keep=False):
-        self.sock, self.vnet, self.keep = sock, vnet, keep
+    def __init__(self, sock, vnet=False, chunk=1 << 20, pause=0):
+        self.sock, self.vnet, self.chunk, self.pause = sock, vnet, chunk, pause
         self.packets = self.bytes = 0
-        self.frames = []
-        self.error = None
         self.stop = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -172,12 +174,14 @@ class FrameReader:
         buf = b""
         self.sock.settimeout(0.2)
         while not self.stop:
+            if self.pause is None:
+                time.sleep(0.05)
+                continue
             try:
-                chunk = self.sock.recv(1 << 20)
+                chunk = self.sock.recv(self.chunk)
             except socket.timeout:
                 continue
-            except OSError as e:
-                self.error = e
+            except OSError:
                 return
             if not chunk:
                 return
@@ -186,12 +190,11 @@ class FrameReader:
                 (length,) = struct.unpack(">I", buf[:4])
                 if len(buf) < hdr + length:
                     break
-                payload = buf[hdr:hdr + length]
                 buf = buf[hdr + length:]
                 self.packets += 1
                 self.bytes += length
-                if self.keep:
-                    self.frames.append(payload)
+            if self.pause:
+                time.sleep(self.pause)
 
     def count(self):
         return self.packets, self.bytes

@@ -255,31 +255,30 @@ def frames(stats, direction):
 def check_chain_adds_up(before, after):
     """The counters along the chain add up, between two snapshots."""
     (p0, s0, q0, pn0, sn0, t0), (p1, s1, q1, pn1, sn1, t1) = before, after
-    d = lambda a, b: delta(a, b)  # noqa: E731
-    host_to_guest = d(frames(p1["m0"], "tx"), frames(p0["m0"], "tx"))
+    host_to_guest = delta(frames(p1["m0"], "tx"), frames(p0["m0"], "tx"))
     # Host -> both guests: the primary gets what the tap sent, the mirror
     # copies all of it to the secondary, whose redirector injects it all.
-    assert d((pn1["rx_packets"], pn1["rx_bytes"]), (pn0["rx_packets"], pn0["rx_bytes"])) == host_to_guest
-    assert d(counter(p1["m0"], "outdev"), counter(p0["m0"], "outdev")) == host_to_guest
-    assert d(counter(s1["f1"], "indev"), counter(s0["f1"], "indev")) == host_to_guest
-    assert d((sn1["rx_packets"], sn1["rx_bytes"]), (sn0["rx_packets"], sn0["rx_bytes"])) == host_to_guest
-    assert d(frames(s1["rew0"], "tx"), frames(s0["rew0"], "tx")) == host_to_guest
+    assert delta((pn1["rx_packets"], pn1["rx_bytes"]), (pn0["rx_packets"], pn0["rx_bytes"])) == host_to_guest
+    assert delta(counter(p1["m0"], "outdev"), counter(p0["m0"], "outdev")) == host_to_guest
+    assert delta(counter(s1["f1"], "indev"), counter(s0["f1"], "indev")) == host_to_guest
+    assert delta((sn1["rx_packets"], sn1["rx_bytes"]), (sn0["rx_packets"], sn0["rx_bytes"])) == host_to_guest
+    assert delta(frames(s1["rew0"], "tx"), frames(s0["rew0"], "tx")) == host_to_guest
     # Each guest -> colo-compare.
-    primary_tx = d((pn1["tx_packets"], pn1["tx_bytes"]), (pn0["tx_packets"], pn0["tx_bytes"]))
-    secondary_tx = d((sn1["tx_packets"], sn1["tx_bytes"]), (sn0["tx_packets"], sn0["tx_bytes"]))
-    assert d(frames(p1["redire1"], "rx"), frames(p0["redire1"], "rx")) == primary_tx
-    assert d(counter(p1["redire1"], "outdev"), counter(p0["redire1"], "outdev")) == primary_tx
-    assert d(frames(s1["f2"], "rx"), frames(s0["f2"], "rx")) == secondary_tx
-    assert d(counter(s1["f2"], "outdev"), counter(s0["f2"], "outdev")) == secondary_tx
+    primary_tx = delta((pn1["tx_packets"], pn1["tx_bytes"]), (pn0["tx_packets"], pn0["tx_bytes"]))
+    secondary_tx = delta((sn1["tx_packets"], sn1["tx_bytes"]), (sn0["tx_packets"], sn0["tx_bytes"]))
+    assert delta(frames(p1["redire1"], "rx"), frames(p0["redire1"], "rx")) == primary_tx
+    assert delta(counter(p1["redire1"], "outdev"), counter(p0["redire1"], "outdev")) == primary_tx
+    assert delta(frames(s1["f2"], "rx"), frames(s0["f2"], "rx")) == secondary_tx
+    assert delta(counter(s1["f2"], "outdev"), counter(s0["f2"], "outdev")) == secondary_tx
     c0, c1 = colo_counters(q0), colo_counters(q1)
-    assert d(c1["primary"], c0["primary"]) == primary_tx
-    assert d(c1["secondary"], c0["secondary"]) == secondary_tx
+    assert delta(c1["primary"], c0["primary"]) == primary_tx
+    assert delta(c1["secondary"], c0["secondary"]) == secondary_tx
     # What colo-compare releases is what reaches the host, through redire0.
-    released = d(c1["released"], c0["released"])
-    assert d(counter(p1["redire0"], "indev"), counter(p0["redire0"], "indev")) == released
-    assert d((t1["rx_packets"], t1["rx_bytes"]), (t0["rx_packets"], t0["rx_bytes"])) == released
+    released = delta(c1["released"], c0["released"])
+    assert delta(counter(p1["redire0"], "indev"), counter(p0["redire0"], "indev")) == released
+    assert delta((t1["rx_packets"], t1["rx_bytes"]), (t0["rx_packets"], t0["rx_bytes"])) == released
     # Every primary packet was released or is still queued.
-    queued = d(c1["primary-queued"], c0["primary-queued"])
+    queued = delta(c1["primary-queued"], c0["primary-queued"])
     assert (released[0] + queued[0], released[1] + queued[1]) == primary_tx
     for stats, name in ((p1, "redire0"), (p1, "redire1"), (p1, "m0"), (s1, "f1"), (s1, "f2")):
         for c in stats[name]["counters"]:

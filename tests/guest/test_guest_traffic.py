@@ -8,6 +8,8 @@ filter-dump's pcap) must equal them too.
 
 import os
 import struct
+import tempfile
+import time
 
 import pytest
 
@@ -41,6 +43,12 @@ def counter(stats, name):
     return next((c["packets"], c["bytes"]) for c in stats["counters"] if c["name"] == name)
 
 
+def all_counters(stats):
+    """{filter: {counter: (packets, bytes)}} of query-netfilter-stats by name."""
+    return {n: {c["name"]: (c["packets"], c["bytes"]) for c in st.get("counters", [])}
+            for n, st in stats.items()}
+
+
 def pcap_records(path):
     """(count, bytes) of the records in a pcap file (their captured lengths)."""
     with open(path, "rb") as f:
@@ -67,7 +75,6 @@ ALL_FILTERS = [
 
 def start(binary=None, machine="microvm", nic="virtio-net-device", netdev="socket",
           filters=ALL_FILTERS, chardevs=("rout", "mout")):
-    import tempfile
     d = tempfile.mkdtemp(prefix="qns-guest-")
     args = []
     for f in filters:
@@ -111,8 +118,7 @@ def check_all_filters(g, readers, nic_stats, peer_reader=None):
         # redirector (queue=rx) is handed nothing of the other direction
         assert (s["packets-rx"], s["bytes-rx"]) == tx_guest, (name, s)
         assert (s["packets-tx"], s["bytes-tx"]) == (rx_guest if name != "red" else (0, 0)), (name, s)
-    counters = {n: {c["name"]: (c["packets"], c["bytes"]) for c in stats[n].get("counters", [])}
-                for n in stats}
+    counters = all_counters(stats)
     assert counters["mir"]["outdev"] == both
     assert counters["red"]["outdev"] == tx_guest
     assert counters["buf"]["released"] == both
@@ -126,9 +132,9 @@ def check_all_filters(g, readers, nic_stats, peer_reader=None):
         assert peer_reader.count() == (0, 0)
 
 
-def test_virtio_net_device_through_every_filter():
-    """microvm (minimal build), virtio-net-device on a socket netdev."""
-    with start() as g:
+def through_every_filter(**start_args):
+    """The exchange on a socket netdev with ALL_FILTERS, checked."""
+    with start(**start_args) as g:
         readers = {n: FrameReader(g.connect_chardev(n)) for n in ("rout", "mout")}
         peer = FrameReader(g.netdev_peer)
         g.wait_connected()
@@ -136,6 +142,11 @@ def test_virtio_net_device_through_every_filter():
         check_all_filters(g, readers, g.nic_stats(), peer)
         for r in list(readers.values()) + [peer]:
             r.close()
+
+
+def test_virtio_net_device_through_every_filter():
+    """microvm (minimal build), virtio-net-device on a socket netdev."""
+    through_every_filter()
 
 
 needs_full = pytest.mark.skipif(not os.access(FULL_BINARY, os.X_OK),
@@ -147,14 +158,7 @@ needs_full = pytest.mark.skipif(not os.access(FULL_BINARY, os.X_OK),
 def test_pci_nic_through_every_filter(nic):
     """pc (full build), a PCI NIC (no option ROM: -kernel boots) on a
     socket netdev."""
-    with start(FULL_BINARY, machine="pc", nic=f"{nic},romfile=") as g:
-        readers = {n: FrameReader(g.connect_chardev(n)) for n in ("rout", "mout")}
-        peer = FrameReader(g.netdev_peer)
-        g.wait_connected()
-        exchange(g, lambda i, f: g.netdev_peer.sendall(frame(f)))
-        check_all_filters(g, readers, g.nic_stats(), peer)
-        for r in list(readers.values()) + [peer]:
-            r.close()
+    through_every_filter(binary=FULL_BINARY, machine="pc", nic=f"{nic},romfile=")
 
 
 needs_tap = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/net/tun"),
@@ -174,7 +178,7 @@ def test_tap_with_vnet_header_counts_ethernet_frames():
                    "filter-buffer,id=buf,netdev=n0,interval=10000",
                    "filter-rewriter,id=rew,netdev=n0,vnet_hdr_support=on"]
         with start(netdev=f"tap:{tap.name}", filters=filters, chardevs=("mout",)) as g:
-            mout = FrameReader(g.connect_chardev("mout"), vnet=True, keep=True)
+            mout = FrameReader(g.connect_chardev("mout"), vnet=True)
             g.wait_connected()
             exchange(g, lambda i, f: tap.sock.send(f))
             nic = g.nic_stats()
@@ -189,8 +193,7 @@ def test_tap_with_vnet_header_counts_ethernet_frames():
                 s = stats[name]
                 assert (s["packets-rx"], s["bytes-rx"]) == tx_guest, (name, s)
                 assert (s["packets-tx"], s["bytes-tx"]) == rx_guest, (name, s)
-            counters = {n: {c["name"]: (c["packets"], c["bytes"]) for c in stats[n].get("counters", [])}
-                        for n in stats}
+            counters = all_counters(stats)
             assert counters["mir"]["outdev"] == both
             assert counters["buf"]["released"] == both
             assert counters["dump"]["written"] == both
