@@ -3,7 +3,8 @@
 # and the Rust library as a meson subproject.
 #
 #   scripts/build-qemu.sh            minimal (microvm, virtio-net) -> build/qemu/
-#   scripts/build-qemu.sh --full     default devices, slirp, qtests -> build/qemu-full/
+#   scripts/build-qemu.sh --full     default devices, slirp, qtests, built with
+#                                    ASan and UBSan (the tests' build) -> build/qemu-full/
 #   scripts/build-qemu.sh --stock    minimal, *no* patches (benchmark baseline)
 #                                    -> build/qemu-stock/
 #
@@ -55,8 +56,11 @@ case $mode in
     minimal | stock)
         configure_args+=(--without-default-devices --with-devices-x86_64=microvm) ;;
     full)
-        # replication: the block side of a COLO pair.
-        configure_args+=(--enable-slirp --enable-replication)
+        # replication: the block side of a COLO pair. AddressSanitizer and
+        # UndefinedBehaviorSanitizer: the tests that run this build see
+        # every invalid access, leak-free or not, at the access.
+        configure_args+=(--enable-slirp --enable-replication
+            --enable-asan --enable-ubsan)
         ninja_targets+=(tests/qtest/test-filter-redirector
             tests/qtest/test-filter-mirror tests/qtest/test-netfilter
             tests/qtest/qos-test tests/qtest/e1000-filter-hold-test

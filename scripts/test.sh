@@ -10,15 +10,19 @@
 #      QEMU's checkpatch.pl, an incremental build, a smoke test
 #   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests, then the
 #      same tests with QEMU under valgrind
-#   5. the patched QEMU (default devices): QEMU's own filter qtests, the
-#      glue's query-netfilter-stats qtest and its e1000 and virtio-net
-#      filter-hold qtests
-#   6. a real Linux guest (scripts/build-guest.sh; KVM where it can boot
-#      Linux, TCG otherwise): its traffic through every filter type on
-#      virtio-net (minimal build), virtio-net-pci and e1000 (full build)
-#      and a tap netdev with the vnet header, a flood into a slow
+#   5. the sanitizer build (default devices, ASan and UBSan): the
+#      end-to-end tests again, QEMU's own filter and NIC qtests, the glue's
+#      query-netfilter-stats qtest and its e1000 and virtio-net filter-hold
+#      qtests (unplug included)
+#   6. a real Linux guest on the sanitizer build (scripts/build-guest.sh;
+#      KVM where it can boot Linux, TCG otherwise): its traffic through
+#      every filter type on virtio-net (microvm), virtio-net-pci and e1000
+#      (pc) and a tap netdev with the vnet header, a flood into a slow
 #      redirector, a NIC reset while held, and a COLO chain of two QEMUs
 #
+# Every test that starts QEMU checks how it ended (tests/e2e/qemu.py):
+# quit must end it with status 0, no sanitizer report, within its bound.
+# Under CI=true nothing is skipped: a missing tool or capability fails.
 # Installs what is missing (as root) or says what to install.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,33 +56,52 @@ rust_checks() {
         cargo test
 }
 
-# Miri and cargo-fuzz need the nightly toolchain. Where it cannot be had,
-# say so loudly and go on: the other suites still run.
-have_nightly() {
+# Miri and cargo-fuzz need the nightly toolchain (and miri its component):
+# installed with rustup when missing. Where that cannot be done, a
+# developer's run says so loudly and goes on; under CI=true nothing is
+# skipped, and the suite fails with the reason.
+nightly() {
+    local what=$1
     if ! cargo +nightly --version >/dev/null 2>&1; then
-        echo "SKIPPED: no nightly toolchain (rustup toolchain install nightly)"
-        skipped+=("$1")
+        rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || {
+            unavailable "$what" "no nightly toolchain (rustup toolchain install nightly failed)"
+            return
+        }
+    fi
+    if [ "$what" = miri ] &&
+        ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^miri'; then
+        rustup component add --toolchain nightly miri rust-src >/dev/null 2>&1 || {
+            unavailable miri "the nightly miri component cannot be installed"
+            return
+        }
+    fi
+}
+
+# A tool a suite needs cannot be had: fail under CI=true, skip (loudly) otherwise.
+unavailable() {
+    if [ "${CI:-}" = true ]; then
+        echo "FAILED: $2 (CI=true skips nothing)"
         return 1
     fi
+    echo "SKIPPED: $2"
+    skipped+=("$1: $2")
+    return 2
 }
 
 miri() {
     # Miri checks the tests that go through the unsafe FFI layer for
-    # undefined behaviour (needs the nightly toolchain's miri component).
-    have_nightly miri || return 0
-    if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^miri'; then
-        rustup component add --toolchain nightly miri rust-src || {
-            echo "SKIPPED: the nightly miri component cannot be installed here"
-            skipped+=(miri)
-            return 0
-        }
-    fi
+    # undefined behaviour.
+    local rc=0
+    nightly miri || rc=$?
+    [ $rc -eq 0 ] || { [ $rc -eq 2 ] && return 0; return 1; }
     cargo +nightly miri test --lib -- ffi:: handle:: &&
         cargo +nightly miri test --test ffi
 }
 
 fuzz() {
-    have_nightly fuzz || return 0
+    local rc=0
+    nightly fuzz || rc=$?
+    [ $rc -eq 0 ] || { [ $rc -eq 2 ] && return 0; return 1; }
     scripts/fuzz.sh 60
 }
 
@@ -96,10 +119,11 @@ e2e() {
 
 e2e_valgrind() {
     # The same suite with every QEMU under valgrind: no invalid access
-    # anywhere, no leak from the library or the glue.
+    # anywhere (uninitialised memory too, which ASan does not see), no leak
+    # from the library or any C file the glue changes.
     local logs
     logs=$(mktemp -d)
-    (cd tests/e2e && QNS_QEMU_WRAPPER="valgrind --leak-check=full --show-leak-kinds=definite,indirect,possible --log-file=$logs/qemu-%p.log" \
+    (cd tests/e2e && QNS_QUIT_TIMEOUT=120 QNS_QEMU_WRAPPER="valgrind --leak-check=full --show-leak-kinds=definite,indirect,possible --log-file=$logs/qemu-%p.log" \
         python3 -m pytest -q -p no:cacheprovider --timeout=600) &&
         scripts/check-valgrind-logs.py "$logs"
     local rc=$?
@@ -107,15 +131,28 @@ e2e_valgrind() {
     return $rc
 }
 
+# The sanitizer build: default devices, ASan and UBSan (build-qemu.sh --full).
+SANITIZED=$repo/build/qemu-full/qemu-system-x86_64
+
+e2e_sanitizers() {
+    # The same suite on the sanitizer build: any report fails the test
+    # that started that QEMU (tests/e2e/qemu.py), leaks at exit included.
+    (cd tests/e2e && QNS_QEMU=$SANITIZED python3 -m pytest -q -p no:cacheprovider --timeout=300)
+}
+
 guest_tests() {
-    # Not under valgrind: a guest under TCG there would take hours.
+    # On the sanitizer build (not valgrind: a guest under TCG there would
+    # take hours). CI=true: a test whose machine lacks root or
+    # /dev/net/tun fails (tests/guest/conftest.py).
     scripts/build-guest.sh >/dev/null &&
-        (cd tests/guest && python3 -m pytest -v -p no:cacheprovider --timeout=300)
+        (cd tests/guest && QNS_QEMU=$SANITIZED python3 -m pytest -v -p no:cacheprovider --timeout=300)
 }
 
 qemu_qtests() {
     local build wrapper rc=0 t
     build=$(readlink -f build/qemu-full)
+    # the sanitizer build's options, as the Python tests run it
+    eval "$(cd tests/e2e && python3 qemu.py --sanitizer-env)"
     # qtest derives the target from the binary's name, so pass the firmware
     # directories through a wrapper of the same name.
     wrapper=$(mktemp -d)
@@ -153,16 +190,17 @@ step "build patched QEMU (minimal)" scripts/build-qemu.sh
 step "every glue patch on its own: checkpatch, build, smoke test" scripts/glue-tree.sh --check
 step "end-to-end (patched QEMU, QMP/HMP)" e2e
 step "end-to-end with QEMU under valgrind" e2e_valgrind
-step "build patched QEMU (default devices, qtests)" scripts/build-qemu.sh --full
-step "QEMU's own filter qtests on the patched tree" qemu_qtests
-step "a real guest: traffic, holds and a COLO chain, counted exactly" guest_tests
+step "build patched QEMU (default devices, qtests; ASan and UBSan)" scripts/build-qemu.sh --full
+step "end-to-end on the sanitizer build" e2e_sanitizers
+step "QEMU's own filter qtests on the sanitizer build" qemu_qtests
+step "a real guest on the sanitizer build: traffic, holds and a COLO chain" guest_tests
 
 echo
 for f in "${failures[@]}"; do
     echo "FAILED: $f"
 done
 for s in "${skipped[@]}"; do
-    echo "SKIPPED: $s (no nightly toolchain or component)"
+    echo "SKIPPED: $s"
 done
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

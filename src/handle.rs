@@ -14,8 +14,8 @@ use std::{
 
 use crate::result::QnsResult;
 
-/// A handle's state. Not thread safe: the handle types that hold one are
-/// used under QEMU's BQL.
+/// A handle's state. Not thread safe: each handle type that holds one says
+/// which thread may use it (one at a time).
 #[derive(Debug)]
 pub struct Handle<T> {
     value: RefCell<T>,

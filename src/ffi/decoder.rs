@@ -13,8 +13,11 @@ use crate::{
 /// A streaming decoder for the redirector wire format (opaque).
 ///
 /// Owner: whoever called `qns_decoder_new()`; released with
-/// `qns_decoder_free()`. Thread safety: none; use one decoder from one thread
-/// at a time (QEMU: under the BQL).
+/// `qns_decoder_free()`. Thread safety: none; one thread at a time, and
+/// `qns_decoder_free()` only once no other thread can be inside a call on it.
+/// In QEMU a filter's and a netdev's decoder are used under the BQL;
+/// colo-compare's are fed in its iothread, which stops reading its inputs
+/// before the main loop frees them.
 pub struct QnsDecoder(Handle<DecoderState>);
 
 struct DecoderState {

@@ -41,7 +41,7 @@ def start_qemu(objects, chardevs=(), connect=None, **kwargs):
             q.socks[name] = q.connect_chardev(name)
             wait_connected(q, name)
     except BaseException:
-        q.close()
+        q.close(check=False)
         raise
     return q
 

@@ -8,6 +8,8 @@ talks QMP to it. Framing helpers speak the redirector wire format.
 
 import json
 import os
+import re
+import signal
 import socket
 import struct
 import subprocess
@@ -17,6 +19,34 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_BINARY = os.path.join(REPO, "build", "qemu", "qemu-system-x86_64")
 FIRMWARE_DIRS = ["/usr/share/seabios", "/usr/lib/ipxe/qemu"]
+# How long QEMU may take to exit after quit (longer under valgrind).
+QUIT_TIMEOUT = float(os.environ.get("QNS_QUIT_TIMEOUT", "30"))
+
+
+# How a sanitizer build (build/qemu-full) runs: it stops at its first
+# report, which fails the test (Qemu.close); LeakSanitizer checks at exit.
+# The environment's own settings win. scripts/test.sh passes these to
+# QEMU's qtests too (--sanitizer-env).
+SANITIZER_OPTIONS = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
+    "UBSAN_OPTIONS": "halt_on_error=1:abort_on_error=1:print_stacktrace=1:"
+                     f"suppressions={REPO}/tests/ubsan.supp",
+}
+for _name, _value in SANITIZER_OPTIONS.items():
+    os.environ.setdefault(_name, _value)
+
+# What a sanitizer prints when it finds something (ASan, LSan, UBSan).
+SANITIZER_REPORT = re.compile(r"ERROR: [A-Za-z]+Sanitizer|: runtime error: ")
+
+
+def exit_status(rc):
+    """A Popen return code in words: "status N" or "signal SIGSEGV"."""
+    if rc < 0:
+        try:
+            return f"signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"signal {-rc}"
+    return f"status {rc}"
 
 
 def frame(payload, vnet_hdr_len=None):
@@ -235,20 +265,27 @@ class Qemu:
             time.sleep(0.02)
 
     def stderr(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def close(self):
-        """Quit QEMU cleanly (QMP quit); kill it if it does not go."""
+    def close(self, check=True):
+        """Quit QEMU (QMP quit) and check how it ended: exit status 0 within
+        QUIT_TIMEOUT seconds. A signal (a crash, an abort, a sanitizer's
+        report), another status, or a QEMU still running then (killed) fails
+        with an AssertionError that quotes the end of QEMU's log, unless
+        `check` is false (a test that already failed). Returns the status."""
+        hung = False
         if self.proc.poll() is None:
             try:
                 self.command_raw("quit")
             except (OSError, EOFError):
                 pass
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=QUIT_TIMEOUT)
             except subprocess.TimeoutExpired:
+                hung = True
                 self.proc.kill()
                 self.proc.wait()
         self.qmp.close()
@@ -256,10 +293,38 @@ class Qemu:
         if hasattr(self, "hub_peer"):
             self.hub_peer.close()
         self.log.close()
-        return self.proc.returncode
+        rc = self.proc.returncode
+        if not check:
+            return rc
+        log = self.stderr()
+        report = SANITIZER_REPORT.search(log)
+        if hung or rc != 0 or report:
+            why = (f"still running {QUIT_TIMEOUT:g} s after quit (killed)" if hung
+                   else f"ended with {exit_status(rc)}")
+            if report:
+                why += "; a sanitizer reported an error"
+                log = log[max(0, report.start() - 200):][:4000]
+            else:
+                log = log[-4000:]
+            raise AssertionError(f"QEMU {why}; its log:\n{log}")
+        return rc
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            self.close()
+            return
+        # The test failed already: say how QEMU ended too, without hiding why.
+        try:
+            self.close()
+        except AssertionError as e:
+            exc.add_note(str(e))
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--sanitizer-env"]:
+        for name in SANITIZER_OPTIONS:
+            print(f"export {name}='{os.environ[name]}'")

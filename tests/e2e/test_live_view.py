@@ -59,7 +59,7 @@ def start_chain(colo=False):
             assert read_frame(q.mir)[0] == p
         q.has_query_stats = "return" in q.command_raw("query-stats", {"target": "netfilter"})
     except BaseException:
-        q.close()
+        q.close(check=False)
         raise
     return q
 

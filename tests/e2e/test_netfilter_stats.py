@@ -47,7 +47,7 @@ def start_chain(tmp_path, vnet):
         q.inp = q.connect_chardev("in1")
         q.wait_connected()
     except BaseException:
-        q.close()
+        q.close(check=False)
         raise
     return q
 

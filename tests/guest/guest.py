@@ -96,7 +96,7 @@ class Guest(Qemu):
             self.console.sendall(b"stty -echo; PS1=''; echo QNS-SHELL''-UP\n")
             self.expect(b"QNS-SHELL-UP\r\n", 60)
         except BaseException:
-            self.close()
+            self.close(check=False)
             raise
 
     def expect(self, marker, timeout):
@@ -150,10 +150,11 @@ class Guest(Qemu):
         txp, txb, rxp, rxb = map(int, out.split())
         return {"tx_packets": txp, "tx_bytes": txb, "rx_packets": rxp, "rx_bytes": rxb}
 
-    def close(self):
-        rc = super().close()
-        self.console.close()
-        return rc
+    def close(self, check=True):
+        try:
+            return super().close(check)
+        finally:
+            self.console.close()
 
 
 class FrameReader:

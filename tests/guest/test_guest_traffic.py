@@ -149,11 +149,7 @@ def test_virtio_net_device_through_every_filter():
     through_every_filter()
 
 
-needs_full = pytest.mark.skipif(not os.access(FULL_BINARY, os.X_OK),
-                                reason="scripts/build-qemu.sh --full not built")
-
-
-@needs_full
+@pytest.mark.needs_full
 @pytest.mark.parametrize("nic", ["virtio-net-pci", "e1000"])
 def test_pci_nic_through_every_filter(nic):
     """pc (full build), a PCI NIC (no option ROM: -kernel boots) on a
@@ -161,11 +157,7 @@ def test_pci_nic_through_every_filter(nic):
     through_every_filter(binary=FULL_BINARY, machine="pc", nic=f"{nic},romfile=")
 
 
-needs_tap = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/net/tun"),
-                               reason="a tap device needs root and /dev/net/tun")
-
-
-@needs_tap
+@pytest.mark.needs_tap
 def test_tap_with_vnet_header_counts_ethernet_frames():
     """virtio-net on a tap netdev negotiates the 12-byte vnet header: the
     filters count the Ethernet frame without it, as filter-dump writes it
