@@ -35,6 +35,8 @@ SANITIZER_OPTIONS = {
 for _name, _value in SANITIZER_OPTIONS.items():
     os.environ.setdefault(_name, _value)
 
+ASAN_COROUTINE_NOTICE = re.compile(
+    r"^==\d+==WARNING: ASan doesn't fully support makecontext/swapcontext.*\n", re.M)
 # What a sanitizer prints when it finds something (ASan, LSan, UBSan).
 SANITIZER_REPORT = re.compile(r"ERROR: [A-Za-z]+Sanitizer|: runtime error: ")
 
@@ -265,10 +267,12 @@ class Qemu:
             time.sleep(0.02)
 
     def stderr(self):
+        """What QEMU printed, less ASan's one-line notice that QEMU's
+        coroutines switch stacks (QEMU annotates the switches for it)."""
         if not self.log.closed:
             self.log.flush()
         with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+            return ASAN_COROUTINE_NOTICE.sub("", f.read().decode(errors="replace"))
 
     def close(self, check=True):
         """Quit QEMU (QMP quit) and check how it ended: exit status 0 within

@@ -457,41 +457,55 @@ def test_object_add_that_fails_leaves_qemu_running():
 def test_object_del_while_the_inputs_carry_traffic():
     """colo-compare reads its inputs in its iothread; object-del frees their
     decoders in the main loop, only after the iothread stopped reading. Each
-    round floods both inputs while the object is deleted (the sanitizer
-    build sees a read of freed memory)."""
-    with start_qemu(["iothread,id=io0"], ["pri", "sec", "ccout"]) as q:
-        stop = threading.Event()
-        junk = frame(udp_frame(1000, payload(1400, 3))) * 40
+    round floods both inputs of a new colo-compare (on chardevs of its own,
+    so that no round starts inside another's frame) while it is deleted:
+    the sanitizer build sees a read of freed memory."""
+    f = frame(udp_frame(1000, payload(1400, 3))) * 40
+    with start_qemu(["iothread,id=io0"], []) as q:
+        for i in range(20):
+            names = {side: f"{side}{i}" for side in ("pri", "sec", "out")}
+            for name in names.values():
+                q.command("chardev-add", id=name, backend={"type": "socket", "data": {
+                    "addr": {"type": "unix", "data": {"path": q.chardev_path(name)}},
+                    "server": True, "wait": False}})
+            socks = {side: q.connect_chardev(name) for side, name in names.items()}
+            for name in names.values():
+                wait_connected(q, name)
+            stop = threading.Event()
 
-        def flood(name):
-            q.socks[name].settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    q.socks[name].sendall(junk)
-                except (socket.timeout, OSError):
-                    pass
+            def flood(sock):
+                sock.settimeout(0.2)
+                while not stop.is_set():
+                    try:
+                        sock.sendall(f)
+                    except OSError:
+                        pass
 
-        def drain():
-            q.socks["ccout"].settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    q.socks["ccout"].recv(1 << 20)
-                except (socket.timeout, OSError):
-                    pass
+            def drain(sock):
+                sock.settimeout(0.2)
+                while not stop.is_set():
+                    try:
+                        sock.recv(1 << 20)
+                    except OSError:
+                        pass
 
-        threads = [threading.Thread(target=t, args=a, daemon=True)
-                   for t, a in ((flood, ("pri",)), (flood, ("sec",)), (drain, ()))]
-        for t in threads:
-            t.start()
-        try:
-            for i in range(30):
+            threads = [threading.Thread(target=flood, args=(socks["pri"],), daemon=True),
+                       threading.Thread(target=flood, args=(socks["sec"],), daemon=True),
+                       threading.Thread(target=drain, args=(socks["out"],), daemon=True)]
+            for t in threads:
+                t.start()
+            try:
                 q.command("object-add", **{"qom-type": "colo-compare", "id": f"cc{i}",
-                                           "primary_in": "pri", "secondary_in": "sec",
-                                           "outdev": "ccout", "iothread": "io0"})
+                                           "primary_in": names["pri"],
+                                           "secondary_in": names["sec"],
+                                           "outdev": names["out"], "iothread": "io0"})
                 time.sleep(0.05)
                 q.command("object-del", id=f"cc{i}")
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(timeout=10)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(timeout=10)
+            for side, name in names.items():
+                socks[side].close()
+                q.command("chardev-remove", id=name)
         assert_alive(q)
