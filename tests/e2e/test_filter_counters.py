@@ -9,7 +9,10 @@ test_colo_stats.py.)
 
 import os
 import struct
+import subprocess
 import threading
+
+import pytest
 
 from helpers import assert_alive, counters, log_lines, payload, start_qemu, wait_counters
 from qemu import (
@@ -66,6 +69,44 @@ def test_buffer_full_queue_drops_and_counts():
         assert got == kept
         assert counters(q, "b0") == {"released": total(kept), "dropped": total(dropped),
                                      "buffered": (0, 0)}
+
+
+def test_buffer_counts_what_the_receiver_drops_as_dropped():
+    """Released to a NIC that cannot receive (no driver): its queue takes
+    10000 packets and drops the rest, which count as dropped, not
+    released (glue 0046: all 12000 counted as released before)."""
+    first = [payload(60 + i % 7, i) for i in range(6000)]
+    second = [payload(70 + i % 5, i) for i in range(6000)]
+    with start_qemu(["filter-buffer,id=b0,netdev=n0,queue=tx,interval=1000000"]) as q:
+        for batch in (first, second):
+            q.command("qom-set", path="/objects/b0", property="status", value="on")
+            q.netdev_peer.sendall(b"".join(frame(p) for p in batch))
+            wait_counters(q, "b0", timeout=30, buffered=total(batch),
+                          released=total(first) if batch is second else (0, 0))
+            q.command("qom-set", path="/objects/b0", property="status", value="off")
+        both = first + second
+        assert counters(q, "b0") == {"released": total(both[:10000]),
+                                     "dropped": total(both[10000:]), "buffered": (0, 0)}
+
+
+@pytest.mark.skipif(not (os.geteuid() == 0 and os.path.exists("/dev/net/tun"))
+                    and os.environ.get("CI") != "true",
+                    reason="a tap device needs root and /dev/net/tun")
+def test_buffer_counts_a_raw_packet_whole(tmp_path):
+    """virtio-net on a tap netdev carries a vnet header; an announce (a
+    RAW packet, a 60-byte RARP frame) has none: buffered counts it whole
+    (glue 0046: less the header before)."""
+    tap = "qnsraw0"
+    subprocess.run(["ip", "link", "del", tap], stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", tap, "up"], check=True)
+        with start_qemu(["filter-buffer,id=b0,netdev=n0,queue=rx,interval=1000000"],
+                        netdev=f"tap:{tap}") as q:
+            q.command("announce-self", initial=50, max=550, rounds=1, step=50)
+            wait_counters(q, "b0", buffered=(1, 60))
+    finally:
+        subprocess.run(["ip", "link", "del", tap], check=False)
 
 
 def test_buffer_deleted_releases_what_it_holds():

@@ -21,6 +21,8 @@ Outdev tests use a filter-redirector r0 with queue=tx and outdev=out0: what
 the wire sends into n0 is stolen by r0 and written to out0.
 """
 
+import errno
+import os
 import random
 import re
 import struct
@@ -481,15 +483,29 @@ def test_outdev_peer_disconnects_and_reconnects():
         assert_alive(q)
 
 
-def test_outdev_send_failure_logs_the_real_error():
-    with start_outdev() as q:
-        q.out.close()
-        wait_connected(q, "out0", connected=False)
+def test_outdev_without_a_peer_says_so():
+    """A write to an outdev whose chardev has no client: the line says so
+    (it used to say "peer disconnected" of a peer that never was)."""
+    q = Qemu(chardevs=["out0"], extra_args=[
+        "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0"])
+    with q:
         q.netdev_peer.sendall(frame(payload(100, 90)))
         wait_counters(q, "r0", outdev_errors=(1, 100))
         lines = log_lines(q)
         assert len(lines) == 1 and SEND_FAILED_RE.match(lines[0]), lines
-        assert SEND_FAILED_RE.match(lines[0]).group(1) == "peer disconnected"
+        assert SEND_FAILED_RE.match(lines[0]).group(1) == "no peer connected"
+
+
+def test_outdev_send_failure_logs_the_real_error():
+    """A write that fails on a chardev that stays open (a file chardev on
+    /dev/full): the line quotes the system's own error."""
+    with Qemu(extra_args=["-chardev", "file,id=out0,path=/dev/full",
+                          "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0"]) as q:
+        q.netdev_peer.sendall(frame(payload(100, 91)))
+        wait_counters(q, "r0", outdev_errors=(1, 100))
+        lines = log_lines(q)
+        assert len(lines) == 1 and SEND_FAILED_RE.match(lines[0]), lines
+        assert SEND_FAILED_RE.match(lines[0]).group(1) == os.strerror(errno.ENOSPC)
 
 
 def test_outdev_peer_stops_reading_then_resumes():

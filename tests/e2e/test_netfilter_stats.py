@@ -246,18 +246,22 @@ def test_object_add_and_del_while_traffic_flows(tmp_path):
     with start_chain(tmp_path, False) as q:
         stop = threading.Event()
         sent = []
+        sender_errors = []
         received = {"out0": [], "mir0": []}
 
         def sender():
             # A timeout, so that a QEMU that stops reading fails the test
-            # instead of hanging it.
+            # instead of hanging it (the error is the test's, below).
             q.netdev_peer.settimeout(30)
             i = 0
-            while not stop.is_set() and i < 20000:
-                n = 60 + i % 1000
-                q.netdev_peer.sendall(frame(payload(n, i)))
-                sent.append(n)
-                i += 1
+            try:
+                while not stop.is_set() and i < 20000:
+                    n = 60 + i % 1000
+                    q.netdev_peer.sendall(frame(payload(n, i)))
+                    sent.append(n)
+                    i += 1
+            except OSError as e:
+                sender_errors.append(e)
 
         def reader(sock, name):
             # Drain the outdevs all along: QEMU's chardev writes block when
@@ -285,6 +289,8 @@ def test_object_add_and_del_while_traffic_flows(tmp_path):
         finally:
             stop.set()
             threads[0].join()
+        assert not sender_errors, f"the sender failed: {sender_errors}"
+        assert len(sent) > 1000, f"only {len(sent)} frames were sent"
         total = len(sent)
         expected = (total, sum(sent))
         # Everything sent is counted by the filters that stayed, and came out
@@ -303,3 +309,22 @@ def test_object_add_and_del_while_traffic_flows(tmp_path):
             time.sleep(0.05)
         assert received["out0"] == sent
         assert received["mir0"] == sent
+
+
+def test_indev_frame_through_a_hub_is_written_at_once():
+    """A redirector's indev frame that reaches another netdev's mirror
+    through a hub is written when the indev read ends, not when that
+    mirror's next frame comes (glue 0045: it waited before)."""
+    with Qemu(netdev="hub", chardevs=["in0", "m1out"], extra_args=[
+            "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,indev=in0",
+            "-object", "filter-mirror,id=m1,netdev=n1,queue=rx,outdev=m1out"]) as q:
+        inp, out = q.connect_chardev("in0"), q.connect_chardev("m1out")
+        q.wait_connected()
+        for i in range(3):
+            p = payload(300 + i, i)
+            inp.sendall(frame(p))
+            # n0 -> hub -> n1: m1 mirrors it, and n1's peer gets it
+            assert read_frame(out, timeout=3)[0] == p, f"frame {i} not written"
+            assert read_frame(q.hub_peer, timeout=3)[0] == p
+        inp.close()
+        out.close()

@@ -162,15 +162,23 @@ def test_tap_with_vnet_header_counts_ethernet_frames():
     """virtio-net on a tap netdev negotiates the 12-byte vnet header: the
     filters count the Ethernet frame without it, as filter-dump writes it
     and the guest counts it; the mirror's wire frames carry it, with its
-    length (vnet_hdr_support)."""
+    length (vnet_hdr_support). Without vnet_hdr_support a mirror writes the
+    Ethernet frames alone, and a redirector's indev frames (Ethernet frames
+    alone) reach the guest whole (glue 0044: both carried the header
+    unannounced before)."""
     tap = Tap("qnsvt0")
     try:
         filters = ["filter-dump,id=dump,netdev=n0,file={dir}/dump.pcap,maxlen=65536",
                    "filter-mirror,id=mir,netdev=n0,queue=all,outdev=mout,vnet_hdr_support=on",
                    "filter-buffer,id=buf,netdev=n0,interval=10000",
-                   "filter-rewriter,id=rew,netdev=n0,vnet_hdr_support=on"]
-        with start(netdev=f"tap:{tap.name}", filters=filters, chardevs=("mout",)) as g:
+                   "filter-rewriter,id=rew,netdev=n0,vnet_hdr_support=on",
+                   "filter-mirror,id=mir0,netdev=n0,queue=all,outdev=mout0",
+                   "filter-redirector,id=inj,netdev=n0,queue=tx,indev=rin"]
+        with start(netdev=f"tap:{tap.name}", filters=filters,
+                   chardevs=("mout", "mout0", "rin")) as g:
             mout = FrameReader(g.connect_chardev("mout"), vnet=True)
+            mout0 = FrameReader(g.connect_chardev("mout0"))
+            rin = g.connect_chardev("rin")
             g.wait_connected()
             exchange(g, lambda i, f: tap.sock.send(f))
             nic = g.nic_stats()
@@ -194,5 +202,13 @@ def test_tap_with_vnet_header_counts_ethernet_frames():
             mout.wait_for(both[0])
             assert mout.count() == (both[0], both[1] + 12 * both[0])
             mout.close()
+            # Without vnet_hdr_support: the Ethernet frames alone.
+            assert counters["mir0"]["outdev"] == both
+            assert mout0.wait_for(both[0]) == both
+            mout0.close()
+            injected = [host_frame(i, SIZES[i % len(SIZES)]) for i in range(200)]
+            out = g.sh_during("qns-guest recv eth0 200 5000", b"listening",
+                              lambda: rin.sendall(b"".join(frame(f) for f in injected)))
+            assert f"frames 200 bytes {sizes_bytes(200)}" in out, out
     finally:
         tap.close()
