@@ -1,5 +1,5 @@
 """Seeded random sequences of what users and management layers do to
-filters, colo-compare and NICs while traffic flows, checking after every
+filters, colo-compare, NICs and the netdev while traffic flows, checking after every
 step that QEMU answers, its filters are the ones the test made, their
 cumulative counters never go back, and (at the end) that QEMU quits cleanly
 (Qemu.close). On the sanitizer build every step also runs under ASan and
@@ -93,6 +93,7 @@ class World:
             listener.close()
         self.pc = pc
         self.nic_plugged = True
+        self.netdev = True
         self.filters = {}      # id -> chardev names it uses
         self.peers = {}        # chardev -> Peer
         self.colo = None
@@ -251,14 +252,25 @@ class World:
         self.nic_plugged = True
         return "device_add e1000"
 
+    def netdev_del(self):
+        """The end of n0 and every filter on it (rare: nothing flows after)."""
+        self.q.command("netdev_del", id="n0")
+        for fid in sorted(self.filters):
+            for name in self.filters.pop(fid):
+                self.drop_chardev(name)
+            self.last.pop(fid, None)
+        self.netdev = False
+        return "netdev_del n0"
+
     def step(self):
-        steps = [(self.add_filter, 4), (self.traffic, 6), (self.stop_cont, 1), (self.reset, 1),
-                 (self.colo_compare, 1)]
+        steps = [(self.stop_cont, 1), (self.reset, 1), (self.colo_compare, 1)]
+        if self.netdev:
+            steps += [(self.add_filter, 4), (self.traffic, 6), (self.netdev_del, 0.1)]
         if self.filters:
             steps += [(self.del_filter, 2), (self.toggle_filter, 2)]
         if self.peers:
             steps += [(self.peer_pause, 2), (self.peer_reconnect, 1)]
-        if self.pc:
+        if self.pc and self.netdev:
             steps += [(self.unplug_nic, 1)]
         fn = self.rng.choices([f for f, _ in steps], [w for _, w in steps])[0]
         return fn()
