@@ -24,7 +24,7 @@ import time
 import pytest
 
 from helpers import (
-    FLOOD_FRAMES, HELD_BACKLOG_MAX, Sender, assert_alive, assert_quiet, counters, drain_and_check,
+    FLOOD_FRAMES, HELD_BACKLOG_MAX, STALL_FRAMES, Sender, assert_alive, assert_quiet, counters, drain_and_check,
     drain_outdev, held_backlog, log_lines, payload, r0_tx, read_by_qemu, stall_outdev,
     start_outdev, start_two_chardevs, wait_connected, wait_counters,
 )
@@ -433,3 +433,31 @@ def test_enable_when_stopped(enabled, netdev):
         q.netdev_peer.sendall(frame(after[0]))
         drain_outdev(q, after)
         assert r0_tx(q) == (3, total[1] + 300)
+
+
+def test_enable_when_stopped_while_a_frame_waits_at_the_nic():
+    """enable_when_stopped makes n0 read on while a frame of its waits in
+    the NIC's queue for its completion (NetQueue's rule would have n0 send
+    nothing more until then). What n0 reads goes to r0, which holds n0
+    while out0's peer does not read; the late completion (system_reset
+    purges the NIC's queue) only lets n0 read on, as a release does: the
+    read hooks of the socket, stream and tap netdevs are idempotent. The
+    flood arrives whole, once and in order, and r0 counts it exactly."""
+    q = Qemu(chardevs=["out0"], extra_args=[
+        "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0,"
+                   "status=off,enable_when_stopped=on"])
+    with q:
+        q.out = q.connect_chardev("out0")
+        wait_connected(q, "out0")
+        q.command("stop")
+        q.netdev_peer.sendall(frame(payload(100, 9)))  # waits at the NIC
+        time.sleep(0.3)
+        set_status(q, "r0", "on")
+        sender = stall_outdev(q)
+        q.command("system_reset")  # the NIC's queue purged: n0's completion
+        time.sleep(0.3)
+        drain_and_check(q, sender, STALL_FRAMES)
+        q.command("cont")
+        after = [payload(300, 10)]
+        q.netdev_peer.sendall(frame(after[0]))
+        drain_outdev(q, after)
