@@ -40,8 +40,8 @@ def start_qemu(objects, chardevs=(), connect=None, **kwargs):
         for name in chardevs if connect is None else connect:
             q.socks[name] = q.connect_chardev(name)
             wait_connected(q, name)
-    except BaseException:
-        q.close(check=False)
+    except BaseException as e:
+        q.close_after(e)
         raise
     return q
 

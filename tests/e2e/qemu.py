@@ -316,15 +316,19 @@ class Qemu:
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc is None:
-            self.close()
-            return
-        # The test failed already: say how QEMU ended too, without hiding why.
+    def close_after(self, exc):
+        """Close after `exc` failed the test: how QEMU ended is added to
+        it as a note, without hiding why the test failed."""
         try:
             self.close()
         except AssertionError as e:
             exc.add_note(str(e))
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            self.close()
+        else:
+            self.close_after(exc)
 
 
 if __name__ == "__main__":

@@ -509,3 +509,36 @@ def test_object_del_while_the_inputs_carry_traffic():
                 socks[side].close()
                 q.command("chardev-remove", id=name)
         assert_alive(q)
+
+
+def test_object_del_and_quit_while_outdev_is_not_read():
+    """colo-compare's send coroutine waits for an outdev peer that does not
+    read. Neither object-del nor quit may wait for it (QMP must answer,
+    glue 0050: both waited for good before): the peer has whole frames in
+    order (one cut off would hang it up), and QEMU ends cleanly
+    (Qemu.close)."""
+    n = 2000
+    frames = [udp_frame(20000 + i, payload(1000, i)) for i in range(n)]
+    for how in ("object-del", "quit"):
+        with start() as q:
+            q.socks["ccout"].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            send(q, "sec", frames)
+            send(q, "pri", frames)
+            wait_value(q, "secondary-packets", n)
+            wait_value(q, "primary-packets", n)
+            if how == "object-del":
+                q.qmp.settimeout(10)
+                q.command("object-del", id="cc0")
+                assert q.command("query-stats", target="netfilter") == []
+                # The peer gets whole frames, in order: then nothing more,
+                # or (a frame was cut off) the end of the stream.
+                got = []
+                try:
+                    while True:
+                        got.append(read_frame(q.socks["ccout"], timeout=2)[0])
+                except socket.timeout:
+                    pass
+                except EOFError as e:
+                    assert "after 0 of 4 bytes" in str(e), e
+                assert 0 < len(got) < n and got == frames[:len(got)]
+            assert_alive(q)
