@@ -58,8 +58,8 @@ def start_chain(colo=False):
             assert read_frame(q.out)[0] == p
             assert read_frame(q.mir)[0] == p
         q.has_query_stats = "return" in q.command_raw("query-stats", {"target": "netfilter"})
-    except BaseException:
-        q.close(check=False)
+    except BaseException as e:
+        q.close_after(e)
         raise
     return q
 

@@ -46,8 +46,8 @@ def start_chain(tmp_path, vnet):
         q.out = q.connect_chardev("out0")
         q.inp = q.connect_chardev("in1")
         q.wait_connected()
-    except BaseException:
-        q.close(check=False)
+    except BaseException as e:
+        q.close_after(e)
         raise
     return q
 
