@@ -64,7 +64,7 @@ case $mode in
         ninja_targets+=(tests/qtest/test-filter-redirector
             tests/qtest/test-filter-mirror tests/qtest/test-netfilter
             tests/qtest/qos-test tests/qtest/e1000-filter-hold-test
-            tests/qtest/netfilter-stats-test) ;;
+            tests/qtest/netfilter-stats-test tests/qtest/migration-test) ;;
 esac
 if [ $mode != stock ]; then
     patches=("$repo"/qemu-glue/*.patch)

@@ -93,6 +93,9 @@ check() {
         scripts/cargo-staticlib.sh scripts/glue-patch-smoke.py tests/e2e/qemu.py \
         $(git ls-files src include)) | sha256sum >"$tree/.library-id"
     cd "$tree"
+    # a check that failed (or was killed) leaves its rebase behind
+    git rebase --abort 2>/dev/null || true
+    git am --abort 2>/dev/null || true
     git checkout -q -f base
     git checkout -q -B check
     git -c user.name=check -c user.email=check@localhost am -q "$repo"/qemu-glue/*.patch

@@ -180,6 +180,11 @@ qemu_qtests() {
         QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" timeout 600 \
             "$build/tests/qtest/qos-test" --tap -k -p "$t" || rc=1
     done
+    # COLO migration with its network on the path (the glue's scenarios
+    # of upstream's COLO qtest): a pair that checkpoints, fails over.
+    echo "--- migration-test: COLO"
+    QTEST_QEMU_BINARY="$wrapper/qemu-system-x86_64" timeout 600 \
+        "$build/tests/qtest/migration-test" --tap -k -p /x86_64/migration/colo/network || rc=1
     rm -rf "$wrapper"
     return $rc
 }
