@@ -9,6 +9,7 @@ talks QMP to it. Framing helpers speak the redirector wire format.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -178,6 +179,8 @@ class Qemu:
         )
         for f in fds:
             f.close()
+        # QMP events, in the order QEMU sent them (see events())
+        self._events = []
         try:
             self.qmp = self._connect_qmp()
             self._qmp_file = self.qmp.makefile("rb")
@@ -216,6 +219,13 @@ class Qemu:
             msg = json.loads(line)
             if "event" not in msg:
                 return msg
+            self._events.append(msg)
+
+    def events(self, name=None):
+        """The QMP events QEMU sent so far (those named `name`), each with
+        its "timestamp"; a command (query-status here) reads what came."""
+        self.command("query-status")
+        return [e for e in self._events if name is None or e["event"] == name]
 
     def command_raw(self, name, arguments=None):
         """Send a command; return the whole reply (return or error)."""
@@ -311,6 +321,9 @@ class Qemu:
             else:
                 log = log[-4000:]
             raise AssertionError(f"QEMU {why}; its log:\n{log}")
+        # A QEMU that ended well leaves nothing behind (its log stays for
+        # the one that did not).
+        shutil.rmtree(self.dir, ignore_errors=True)
         return rc
 
     def __enter__(self):

@@ -56,11 +56,13 @@ class Guest(Qemu):
     """A QEMU running the test guest, with `sh()` on its console.
 
     `machine` is "microvm" (virtio-net-device) or "q35"/"pc" (a PCI NIC);
-    the other arguments are Qemu's.
+    with `incoming`, QEMU waits for a migration (`-incoming defer`) instead
+    of booting: its guest is the one migrated to it. The other arguments
+    are Qemu's.
     """
 
     def __init__(self, binary=None, machine="microvm", nic="virtio-net-device",
-                 extra_args=(), **kwargs):
+                 extra_args=(), incoming=False, **kwargs):
         d = guest_dir()
         self.console, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         khz = host_tsc_khz()
@@ -79,7 +81,7 @@ class Guest(Qemu):
                 "-chardev", f"socket,id=con,fd={theirs.fileno()}", "-serial", "chardev:con",
                 # thread names ("CPU 0/TCG") for benches/guest.py
                 "-name", "qns-guest,debug-threads=on",
-                "-no-reboot"] + list(extra_args)
+                "-no-reboot"] + list(extra_args) + (["-incoming", "defer"] if incoming else [])
         nic = f"{nic},mac={GUEST_MAC}"
         try:
             super().__init__(binary=binary, machine=mach, nic=nic, extra_args=args,
@@ -88,6 +90,8 @@ class Guest(Qemu):
             theirs.close()
         self.buf = b""
         self.booted = time.monotonic()
+        if incoming:
+            return
         try:
             self.expect(b"QNS-GUEST-READY", BOOT_TIMEOUT)
             self.boot_seconds = time.monotonic() - self.booted
@@ -117,6 +121,14 @@ class Guest(Qemu):
             self.buf += chunk
         before, self.buf = self.buf.split(marker, 1)
         return before
+
+    def resync(self, timeout=60):
+        """Take the console of a guest that ran elsewhere until now (a COLO
+        secondary that takes over): forget what it printed, and wait for
+        its shell to answer."""
+        self.buf = b""
+        self.console.sendall(b"\necho QNS-RESYNC''-UP\n")
+        self.expect(b"QNS-RESYNC-UP\r\n", timeout)
 
     def sh(self, command, timeout=120, check=True):
         """Run `command` in the guest's shell; return its output (str)."""
@@ -234,6 +246,21 @@ class Tap:
         d = f"/sys/class/net/{self.name}/statistics"
         return {k: int(open(f"{d}/{k}").read()) for k in
                 ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")}
+
+    def wait_frame(self, match, timeout=5.0):
+        """The first frame to cross the tap (either way, since it was made
+        or last read) for which match(frame) holds; None if none did
+        within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                frame = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if match(frame):
+                return frame
+        return None
 
     def close(self):
         self.sock.close()

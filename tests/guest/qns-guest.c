@@ -13,6 +13,10 @@
  *   qns-guest serve PORT BYTES
  *       a TCP server: for each connection, write BYTES of a fixed pattern,
  *       then close (the same bytes in every guest, for colo-compare).
+ *   qns-guest echo tcp|udp PORT
+ *       an echo server: each TCP connection gets back every byte it sends
+ *       until it shuts down its side, then is closed; each UDP datagram is
+ *       sent back to where it came from.
  *
  * send and recv print "frames N bytes B" (B counts whole Ethernet frames,
  * as /sys/class/net/IFACE/statistics does); every error exits nonzero.
@@ -208,24 +212,31 @@ static int cmd_recv(const char *ifname, long count, int idle_ms)
     return 0;
 }
 
-static void __attribute__((noreturn)) cmd_serve(int port, long total)
+static int listener(int type, int port)
 {
     struct sockaddr_in addr = { .sin_family = AF_INET,
                                 .sin_port = htons(port) };
+    int one = 1, fd = socket(AF_INET, type, 0);
+
+    if (fd < 0) {
+        die("socket");
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        (type == SOCK_STREAM && listen(fd, 4) < 0)) {
+        die("bind/listen");
+    }
+    return fd;
+}
+
+static void __attribute__((noreturn)) cmd_serve(int port, long total)
+{
     char buf[4096];
-    int one = 1, lfd = socket(AF_INET, SOCK_STREAM, 0);
+    int lfd = listener(SOCK_STREAM, port);
     long i;
 
     for (i = 0; i < (long)sizeof(buf); i++) {
         buf[i] = 'a' + i % 26;
-    }
-    if (lfd < 0) {
-        die("socket");
-    }
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        listen(lfd, 4) < 0) {
-        die("bind/listen");
     }
     for (;;) {
         long left = total;
@@ -246,6 +257,47 @@ static void __attribute__((noreturn)) cmd_serve(int port, long total)
     }
 }
 
+static void __attribute__((noreturn)) cmd_echo(const char *proto, int port)
+{
+    char buf[65536];
+    int udp = !strcmp(proto, "udp");
+    int lfd = listener(udp ? SOCK_DGRAM : SOCK_STREAM, port);
+
+    for (;;) {
+        struct sockaddr_in peer;
+        socklen_t plen = sizeof(peer);
+        ssize_t r;
+        int fd;
+
+        if (udp) {
+            r = recvfrom(lfd, buf, sizeof(buf), 0, (struct sockaddr *)&peer,
+                         &plen);
+            if (r >= 0) {
+                sendto(lfd, buf, r, 0, (struct sockaddr *)&peer, plen);
+            }
+            continue;
+        }
+        fd = accept(lfd, NULL, NULL);
+        if (fd < 0) {
+            continue;
+        }
+        while ((r = read(fd, buf, sizeof(buf))) > 0) {
+            char *p = buf;
+
+            while (r > 0) {
+                ssize_t w = write(fd, p, r);
+
+                if (w <= 0) {
+                    break;
+                }
+                p += w;
+                r -= w;
+            }
+        }
+        close(fd);
+    }
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -258,7 +310,11 @@ int main(int argc, char **argv)
     if (argc == 4 && !strcmp(argv[1], "serve")) {
         cmd_serve(atoi(argv[2]), atol(argv[3]));
     }
+    if (argc == 4 && !strcmp(argv[1], "echo")) {
+        cmd_echo(argv[2], atoi(argv[3]));
+    }
     fprintf(stderr, "usage: qns-guest send IFACE COUNT SIZES | "
-            "recv IFACE COUNT IDLE_MS | serve PORT BYTES\n");
+            "recv IFACE COUNT IDLE_MS | serve PORT BYTES | "
+            "echo tcp|udp PORT\n");
     return 2;
 }

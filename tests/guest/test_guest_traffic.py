@@ -9,7 +9,6 @@ filter-dump's pcap) must equal them too.
 import os
 import struct
 import tempfile
-import time
 
 import pytest
 
