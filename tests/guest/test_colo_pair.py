@@ -19,7 +19,7 @@ import pytest
 
 from colo import (Chain, check_chain_adds_up, colo_counters, comp0, ping, served_bytes,
                   tcp_echo, tcp_fetch, udp_echo)
-from qemu import GUEST_MAC, REPO
+from qemu import GUEST_MAC, REPO, Qemu, QmpError
 
 pytestmark = [pytest.mark.needs_tap, pytest.mark.needs_full]
 
@@ -80,6 +80,23 @@ def direct_traffic():
     assert tcp_fetch() == served_bytes()
     assert tcp_echo(ECHO_DATA) == ECHO_DATA
     assert udp_echo(20) == list(range(20))
+
+
+def test_colo_refuses_return_path():
+    """COLO carries its messages on the return path: x-colo together with
+    the return-path capability is refused when set, with the reason (stock
+    accepts it, and the migration fails once COLO starts)."""
+    caps = [{"capability": "return-path", "state": True}, {"capability": "x-colo", "state": True}]
+    with Qemu() as q:
+        with pytest.raises(QmpError, match="COLO is not compatible with return-path"):
+            q.command("migrate-set-capabilities", capabilities=caps)
+        for cap in caps:
+            q.command("migrate-set-capabilities", capabilities=[cap])
+            q.command("migrate-set-capabilities", capabilities=[dict(cap, state=False)])
+        # one after the other, too
+        q.command("migrate-set-capabilities", capabilities=caps[:1])
+        with pytest.raises(QmpError, match="COLO is not compatible with return-path"):
+            q.command("migrate-set-capabilities", capabilities=caps[1:])
 
 
 def test_colo_pair_checkpoints_under_traffic_then_loses_its_secondary(pair):
