@@ -13,6 +13,13 @@
  *   qns-guest serve PORT BYTES
  *       a TCP server: for each connection, write BYTES of a fixed pattern,
  *       then close (the same bytes in every guest, for colo-compare).
+ *   qns-guest seq PORT IDLE_MS
+ *       receive numbered UDP datagrams on PORT (a 32-bit big-endian
+ *       sequence number first) until none came for IDLE_MS after the first
+ *       (printing "seq-ready" once bound), then print "seq received R
+ *       unique U dup D reordered O first F last L missing M": reordered
+ *       counts the new numbers that came after a higher one, missing the
+ *       numbers between first and last that never came.
  *   qns-guest echo tcp|udp PORT
  *       an echo server: each TCP connection gets back every byte it sends
  *       until it shuts down its side, then is closed; each UDP datagram is
@@ -298,6 +305,52 @@ static void __attribute__((noreturn)) cmd_echo(const char *proto, int port)
     }
 }
 
+static int cmd_seq(int port, int idle_ms)
+{
+    static uint8_t seen[1 << 21];   /* a bit per number below 2^24 */
+    int fd = listener(SOCK_DGRAM, port), big = 8 << 20;
+    long received = 0, unique = 0, dup = 0, reordered = 0;
+    long first = -1, last = -1;
+    uint8_t buf[2048];
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
+    printf("seq-ready\n");
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        ssize_t r;
+        uint32_t n;
+
+        if (poll(&p, 1, received ? idle_ms : -1) <= 0) {
+            break;
+        }
+        r = recv(fd, buf, sizeof(buf), 0);
+        if (r < 4) {
+            continue;
+        }
+        n = ((uint32_t)buf[0] << 24 | buf[1] << 16 | buf[2] << 8 | buf[3]) &
+            ((1u << 24) - 1);
+        received++;
+        if (seen[n / 8] & (1 << n % 8)) {
+            dup++;
+            continue;
+        }
+        seen[n / 8] |= 1 << n % 8;
+        unique++;
+        if (first < 0 || n < first) {
+            first = n;
+        }
+        if ((long)n < last) {
+            reordered++;
+        } else {
+            last = n;
+        }
+    }
+    printf("seq received %ld unique %ld dup %ld reordered %ld first %ld "
+           "last %ld missing %ld\n", received, unique, dup, reordered, first,
+           last, last < 0 ? 0 : last - first + 1 - unique);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -310,11 +363,14 @@ int main(int argc, char **argv)
     if (argc == 4 && !strcmp(argv[1], "serve")) {
         cmd_serve(atoi(argv[2]), atol(argv[3]));
     }
+    if (argc == 4 && !strcmp(argv[1], "seq")) {
+        return cmd_seq(atoi(argv[2]), atoi(argv[3]));
+    }
     if (argc == 4 && !strcmp(argv[1], "echo")) {
         cmd_echo(argv[2], atoi(argv[3]));
     }
     fprintf(stderr, "usage: qns-guest send IFACE COUNT SIZES | "
             "recv IFACE COUNT IDLE_MS | serve PORT BYTES | "
-            "echo tcp|udp PORT\n");
+            "seq PORT IDLE_MS | echo tcp|udp PORT\n");
     return 2;
 }

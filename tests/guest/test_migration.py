@@ -1,0 +1,362 @@
+"""A live migration of the test guest under a steady numbered UDP stream
+from the host, with and without the wiring of docs/migration.md: the
+source's filter-redirector (enable_when_stopped=on) carries what reaches
+the stopped source to the destination, whose filter-redirector gives it
+to the guest there.
+
+The host writes its stream into the source's socket netdev and switches
+it to the destination's once the destination runs (as a network does
+after the guest's announce). The guest counts what arrives by sequence
+number (qns-guest seq); its verdict comes out on the destination's
+console. Each run writes what it measured to target/migration/.
+"""
+
+import fcntl
+import json
+import os
+import re
+import socket
+import struct
+import tempfile
+import termios
+import threading
+import time
+
+import pytest
+
+from colo import Relay
+from guest import Guest
+from qemu import REPO, frame, udp_frame
+
+pytestmark = pytest.mark.needs_full
+
+GUEST_IP, PORT = "10.0.0.2", 5000
+RATE = 2000
+SO_SNDBUFFORCE = 32
+
+
+class Stream:
+    """The host's numbered UDP stream to the guest: `rate` frames a second
+    of `size` bytes of payload, written into the netdev peer `target`
+    until switch_to() another; blocking writes, so that a QEMU that does
+    not read holds the stream back (as a full queue would, and as nothing
+    here drops)."""
+
+    def __init__(self, target, rate=RATE, size=100):
+        self.target, self.rate, self.size = target, rate, size
+        # room for seconds of the stream in each QEMU's socket (root)
+        for sock in (target,):
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
+        self.sent = {}
+        self.next = 0
+        self.paused = threading.Event()
+        self.stopped = False
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        start = time.monotonic()
+        while not self.stopped:
+            if self.paused.is_set():
+                time.sleep(0.001)
+                start = time.monotonic() - self.next / self.rate
+                continue
+            due = int((time.monotonic() - start) * self.rate)
+            with self.lock:
+                while self.next < due and not self.paused.is_set():
+                    payload = struct.pack(">I", self.next) + bytes(self.size - 4)
+                    self.target.sendall(frame(udp_frame(40000, payload)))
+                    self.sent[self.target] = self.sent.get(self.target, 0) + 1
+                    self.next += 1
+            time.sleep(0.002)
+
+    def switch_to(self, target, before=None):
+        target.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
+        """Pause, call before() (what must happen between the last frame
+        to the old target and the first to the new), and go on at
+        `target`; returns how long the stream was paused (s)."""
+        t0 = time.monotonic()
+        self.paused.set()
+        with self.lock:
+            if before:
+                before()
+            self.target = target
+        self.paused.clear()
+        return time.monotonic() - t0
+
+    def stop(self):
+        self.stopped = True
+        self.thread.join()
+        return self.next
+
+
+def unread(sock):
+    """Bytes written to `sock` that its peer has not read yet."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def counter(g, name, counter_name):
+    stats = g.stats_by_name()[name]
+    return next((c["packets"], c["bytes"]) for c in stats["counters"] if c["name"] == counter_name)
+
+
+def wait(predicate, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def record(name, **values):
+    d = os.path.join(REPO, "target", "migration")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"{name}.json"), "w") as f:
+        json.dump(values, f, indent=1)
+    print(name, values)
+
+
+class Migration:
+    """A source QEMU running the guest and a destination waiting for it,
+    each with a socket netdev whose peer the host writes to; `carry`
+    wires them as docs/migration.md says (the destination's part from its
+    start, unless `late`)."""
+
+    def __init__(self, carry=True, enable_when_stopped=True, late=False, relay=False,
+                 idle_ms=3000):
+        self.dir = tempfile.mkdtemp(prefix="qns-mig-")
+        self.carry, self.enable_when_stopped, self.late = carry, enable_when_stopped, late
+        self.link = os.path.join(self.dir, "carry.sock")
+        # the source connects here: the destination's socket, or a relay to it
+        self.relay = Relay(os.path.join(self.dir, "relay.sock"), self.link) if relay else None
+        self.src = self.dst = None
+        try:
+            self.src = Guest()
+            dst_args = self.destination_wiring() if carry and not late else []
+            self.dst = Guest(incoming=True, extra_args=dst_args)
+            self.src.sh(f"ip addr add {GUEST_IP}/24 dev eth0")
+            # the guest counts what comes, until idle_ms pass without any
+            self.src.console.sendall(f"qns-guest seq 5000 {idle_ms}; echo QNS-RC''=$?\n".encode())
+            self.src.expect(b"seq-ready", 30)
+        except BaseException:
+            self.close(check=False)
+            raise
+
+    def destination_wiring(self):
+        """The destination's part: a socket server for the link, and a
+        filter-redirector that gives what comes on it to the guest."""
+        return ["-chardev", f"socket,id=carry0,path={self.link},server=on,wait=off",
+                "-object", "filter-redirector,id=carry-in,netdev=n0,queue=tx,indev=carry0"]
+
+    def add_destination_wiring(self):
+        self.dst.command("chardev-add", id="carry0", backend={
+            "type": "socket", "data": {"addr": {"type": "unix", "data": {"path": self.link}},
+                                       "server": True, "wait": False}})
+        self.dst.command("object-add", **{"qom-type": "filter-redirector", "id": "carry-in",
+                                          "netdev": "n0", "queue": "tx", "indev": "carry0"})
+
+    def add_source_wiring(self):
+        """The source's part, before the migration: a link to the
+        destination, and a filter-redirector, switched off, that will carry
+        what reaches the stopped source."""
+        path = self.relay.address if self.relay else self.link
+        self.src.command("chardev-add", id="carry0", backend={
+            "type": "socket", "data": {"addr": {"type": "unix", "data": {"path": path}},
+                                       "server": False, "reconnect-ms": 100}})
+        self.src.command("object-add", **{
+            "qom-type": "filter-redirector", "id": "carry-out", "netdev": "n0",
+            "queue": "tx", "outdev": "carry0", "status": "off",
+            "enable_when_stopped": self.enable_when_stopped})
+
+    def linked(self):
+        return all(not c["filename"].startswith("disconnected:")
+                   for c in self.src.command("query-chardev") if c["label"] == "carry0")
+
+    def migrate(self):
+        uri = f"unix:{os.path.join(self.dir, 'migration.sock')}"
+        self.dst.command("migrate-incoming", uri=uri)
+        self.src.command("migrate", uri=uri)
+        wait(lambda: self.src.command("query-migrate")["status"] == "completed", 120,
+             "the migration to complete")
+
+    def carried(self):
+        """(frames, bytes) the source's redirector took and wrote to the link."""
+        return counter(self.src, "carry-out", "outdev")
+
+    def drained(self, stream):
+        """Everything written to the source has been read by it and, carried,
+        has reached the destination's redirector."""
+        return (unread(stream.target) == 0 and
+                self.src.stats_by_name()["carry-out"]["packets-tx"] == self.carried()[0] and
+                counter(self.dst, "carry-in", "indev") == self.carried())
+
+    def verdict(self, timeout=60):
+        """The guest's count, printed on the destination's console."""
+        self.dst.expect(b"seq received", timeout)
+        line = self.dst.expect(b"\r\n", 10).decode()
+        self.dst.expect(b"QNS-RC=0\r\n", 10)
+        return {k: int(v) for k, v in re.findall(r"(\w+) (-?\d+)", "received" + line)}
+
+    def close(self, check=True):
+        ended = []
+        for name in ("dst", "src"):
+            g = getattr(self, name)
+            if g is not None:
+                try:
+                    g.close(check)
+                except AssertionError as e:
+                    ended.append(f"{name}: {e}")
+        if self.relay:
+            self.relay.close()
+        assert not ended, "\n".join(ended)
+
+
+def run(m, name, size=100, switch_after=0.0):
+    """Migrate under the stream; switch the stream to the destination
+    `switch_after` seconds after it runs (after the source's carried
+    frames have all reached the destination, when there are any); return
+    the guest's verdict and what was measured."""
+    stream = Stream(m.src.netdev_peer, size=size)
+    time.sleep(1)
+    if m.carry:
+        m.add_source_wiring()
+        if not m.late:
+            wait(m.linked, 10, "the link to the destination")
+    m.migrate()
+    downtime = m.src.command("query-migrate").get("downtime")
+    if m.carry:
+        if m.late:
+            # the destination's part comes late: the source waits for it,
+            # and what reaches the source meanwhile waits in its netdev
+            time.sleep(0.5)
+            m.add_destination_wiring()
+            wait(m.linked, 10, "the late link")
+        # from now on, what reaches the stopped source is carried
+        m.src.command("qom-set", path="/objects/carry-out", property="status", value="on")
+    wait(lambda: m.dst.command("query-status")["running"], 30, "the destination to run")
+    time.sleep(switch_after)
+    drain = m.drained if m.carry and m.enable_when_stopped else None
+    paused = stream.switch_to(m.dst.netdev_peer, before=drain and (
+        lambda: wait(lambda: drain(stream), 30, "the carried frames to reach the destination")))
+    time.sleep(1)
+    sent = stream.stop()
+    verdict = m.verdict()
+    values = {"sent": sent, "to_source": stream.sent.get(m.src.netdev_peer, 0),
+              "downtime_ms": downtime, "stream_paused_ms": round(paused * 1000, 1),
+              "verdict": verdict}
+    if m.carry:
+        values["carried"] = m.carried()[0]
+    record(name, **values)
+    return sent, verdict
+
+
+def end_wiring(m):
+    """What the how-to does once the stream has moved: remove the filters
+    and the link."""
+    for g, obj in ((m.src, "carry-out"), (m.dst, "carry-in")):
+        g.command("object-del", id=obj)
+        g.command("chardev-remove", id="carry0")
+    assert m.src.stats() == [] and m.dst.stats() == []
+
+
+@pytest.fixture
+def mig(request):
+    m = Migration(**getattr(request, "param", {}))
+    yield m
+    m.close()
+
+
+def test_migration_loses_no_frame_with_the_wiring(mig):
+    sent, v = run(mig, "carried")
+    assert (v["received"], v["unique"], v["dup"], v["reordered"], v["missing"]) == (sent, sent, 0, 0, 0), v
+    assert (v["first"], v["last"]) == (0, sent - 1)
+    # every carried frame went out of the source whole and came in at the
+    # destination; none was lost on the way, none held for good
+    carried = mig.carried()
+    assert carried[0] > 0
+    assert counter(mig.dst, "carry-in", "indev") == carried
+    out = mig.src.stats_by_name()["carry-out"]
+    assert (out["packets-tx"], out["bytes-tx"]) == carried
+    for g, name in ((mig.src, "carry-out"), (mig.dst, "carry-in")):
+        for c in g.stats_by_name()[name]["counters"]:
+            if c["name"].endswith("-errors"):
+                assert (c["packets"], c["bytes"]) == (0, 0), (name, c)
+    end_wiring(mig)
+
+
+@pytest.mark.parametrize("mig", [{"carry": False}], indirect=True)
+def test_migration_without_the_wiring_loses_what_reaches_the_stopped_source(mig):
+    """Stock: what reaches the source after it stopped waits in its netdev
+    and goes when it quits. Measured, not asserted beyond no duplicate."""
+    sent, v = run(mig, "stock")
+    assert v["dup"] == 0 and v["received"] <= sent, v
+    record("stock-lost", lost=sent - v["received"], waiting_in_source_bytes=unread(mig.src.netdev_peer))
+
+
+@pytest.mark.parametrize("mig", [{"late": True}], indirect=True)
+def test_migration_with_a_destination_link_that_comes_late(mig):
+    sent, v = run(mig, "late-link")
+    assert (v["received"], v["dup"], v["reordered"], v["missing"]) == (sent, 0, 0, 0), v
+    end_wiring(mig)
+
+
+# (the guest waits out the link's stop: 10 s without a frame ends its count)
+@pytest.mark.parametrize("mig", [{"relay": True, "idle_ms": 10000}], indirect=True)
+def test_migration_holds_the_source_while_the_link_is_slow(mig):
+    """The link stops moving for seconds while the source carries (the
+    network takes 2 s to send to the destination): the source's
+    redirector holds its netdev (and so the host's stream) once its
+    backlog is full, and drops nothing."""
+    mig.relay.hold()
+    threading.Timer(6, mig.relay.release).start()
+    sent, v = run(mig, "slow-link", size=500, switch_after=2.0)
+    assert (v["received"], v["dup"], v["reordered"], v["missing"]) == (sent, 0, 0, 0), v
+    assert counter(mig.src, "carry-out", "held")[0] > 0
+    assert counter(mig.src, "carry-out", "outdev-errors") == (0, 0)
+    end_wiring(mig)
+
+
+@pytest.mark.parametrize("mig", [{"enable_when_stopped": False}], indirect=True)
+def test_migration_without_enable_when_stopped_carries_nothing(mig):
+    """enable_when_stopped=off: the stopped source's netdev is not read, so
+    the redirector carries nothing, and what reached it waits there, as
+    stock."""
+    sent, v = run(mig, "no-enable-when-stopped")
+    assert mig.carried() == (0, 0)
+    assert mig.src.stats_by_name()["carry-out"]["packets-tx"] == 0
+    assert v["dup"] == 0 and v["received"] < sent
+    assert unread(mig.src.netdev_peer) > 0
+    end_wiring(mig)
+
+
+def test_migration_cancelled_after_the_wiring_went_in(mig):
+    """The migration is cancelled after the source's redirector went in
+    (switched off): the source runs on, its guest gets every frame once,
+    in order, and nothing was carried."""
+    stream = Stream(mig.src.netdev_peer)
+    time.sleep(0.5)
+    mig.add_source_wiring()
+    wait(mig.linked, 10, "the link to the destination")
+    # slow enough that it cannot complete before the cancel
+    mig.src.command("migrate-set-parameters", **{"max-bandwidth": 1 << 20})
+    uri = f"unix:{os.path.join(mig.dir, 'migration.sock')}"
+    mig.dst.command("migrate-incoming", uri=uri)
+    mig.src.command("migrate", uri=uri)
+    time.sleep(1)
+    mig.src.command("migrate_cancel")
+    wait(lambda: mig.src.command("query-migrate")["status"] == "cancelled", 30, "the cancel")
+    assert mig.src.command("query-status")["running"]
+    time.sleep(1)
+    sent = stream.stop()
+    mig.src.expect(b"seq received", 60)
+    line = mig.src.expect(b"\r\n", 10).decode()
+    v = {k: int(x) for k, x in re.findall(r"(\w+) (-?\d+)", "received" + line)}
+    assert (v["received"], v["dup"], v["reordered"], v["missing"]) == (sent, 0, 0, 0), v
+    assert mig.carried() == (0, 0)
+    mig.src.command("object-del", id="carry-out")
+    mig.src.command("chardev-remove", id="carry0")
+    assert mig.src.stats() == []
+    # the destination, whose incoming migration failed, exits with 1
+    assert mig.dst.proc.wait(30) == 1, mig.dst.stderr()
+    mig.dst.close(check=False)
+    mig.dst = None
