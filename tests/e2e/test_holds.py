@@ -436,3 +436,30 @@ def test_enable_when_stopped(enabled, netdev):
         q.netdev_peer.sendall(frame(after[0]))
         drain_outdev(q, after)
         assert r0_tx(q) == (4, total[1] + 300)
+
+
+@pytest.mark.parametrize("netdev", ["socket", "stream"])
+def test_enable_when_stopped_added_to_a_stopped_vm(netdev):
+    """A redirector with enable_when_stopped added while the VM is stopped
+    (as a migration's management adds it once the source has stopped)
+    reads the netdev at once: what waited for the guest, then what comes
+    (glue 0059: it read nothing until the VM next stopped)."""
+    q = Qemu(chardevs=["out0"], netdev=netdev)
+    with q:
+        q.out = q.connect_chardev("out0")
+        wait_connected(q, "out0")
+        q.command("stop")
+        waiting = payload(100, 11)
+        q.netdev_peer.sendall(frame(waiting))  # queued for the NIC
+        time.sleep(0.3)
+        q.command("object-add", **{"qom-type": "filter-redirector", "id": "r0", "netdev": "n0",
+                                   "queue": "tx", "outdev": "out0",
+                                   "enable_when_stopped": True})
+        while_stopped = [payload(n, 700 + n) for n in (60, 1514)]
+        for p in while_stopped:
+            q.netdev_peer.sendall(frame(p))
+        for p in [waiting] + while_stopped:
+            assert read_frame(q.out, timeout=1.0)[0] == p
+        total = (3, sum(map(len, [waiting] + while_stopped)))
+        wait_counters(q, "r0", outdev=total)
+        assert r0_tx(q) == total
