@@ -514,7 +514,7 @@ def test_object_del_while_the_inputs_carry_traffic():
 def test_object_del_and_quit_while_outdev_is_not_read():
     """colo-compare's send coroutine waits for an outdev peer that does not
     read. Neither object-del nor quit may wait for it (QMP must answer,
-    glue 0050: both waited for good before): the peer has whole frames in
+    glue 0056: both waited for good before): the peer has whole frames in
     order (one cut off would hang it up), and QEMU ends cleanly
     (Qemu.close)."""
     n = 2000

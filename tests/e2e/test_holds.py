@@ -399,7 +399,7 @@ def test_enable_when_stopped(enabled, netdev):
     """The VM is stopped and a frame r0 let pass (it was off) waits in the
     guest NIC's queue, so n0 stops reading. r0 is switched on: with
     enable_when_stopped, r0 takes that frame out of the NIC's queue (glue
-    0052: it stayed there, and n0 read on while it waited, against
+    0058: it stayed there, and n0 read on while it waited, against
     NetQueue's rule), n0 reads again, and what arrives reaches out0 within
     a second, in order, exactly counted; after `cont` traffic flows on as
     before. Without it (stock behaviour) n0 waits for the guest. Run on a
