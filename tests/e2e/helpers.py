@@ -112,12 +112,17 @@ def wait_tx(q, packets, timeout=5.0):
         time.sleep(0.02)
 
 
+def unsent_bytes(sock):
+    """Bytes written to `sock` that its peer has not read yet."""
+    n = array.array("i", [0])
+    fcntl.ioctl(sock, termios.TIOCOUTQ, n)
+    return n[0]
+
+
 def read_by_qemu(sender):
     """Bytes QEMU has read of what `sender` wrote: written, less what still
     waits in the socket (the writer may be blocked far from waking up)."""
-    n = array.array("i", [0])
-    fcntl.ioctl(sender.sock, termios.TIOCOUTQ, n)
-    return sender.bytes - n[0]
+    return sender.bytes - unsent_bytes(sender.sock)
 
 
 def unread_bytes(sock):

@@ -383,9 +383,11 @@ class Chain:
         and the failover race in stock QEMU: not checked.)"""
         g.command("yank", instances=[{"type": "migration"}])
         g.command("x-colo-lost-heartbeat")
+        # (the mode is none once the failover ran; the COLO thread sends
+        # its COLO_EXIT when it gets there, which may be later)
         deadline = time.monotonic() + 30
-        while g.command("query-colo-status")["mode"] != "none":
-            assert time.monotonic() < deadline, g.command("query-colo-status")
+        while g.command("query-colo-status")["mode"] != "none" or not g.events("COLO_EXIT"):
+            assert time.monotonic() < deadline, (g.command("query-colo-status"), g.events())
             time.sleep(0.05)
         (exit_event,) = g.events("COLO_EXIT")
         assert exit_event["data"]["mode"] == mode, exit_event

@@ -10,6 +10,7 @@ host cannot stall the calibration.
 """
 
 import functools
+import json
 import os
 import re
 import socket
@@ -167,6 +168,16 @@ class Guest(Qemu):
             return super().close(check)
         finally:
             self.console.close()
+
+
+def record(kind, name, **values):
+    """Write what a test measured to target/KIND/NAME.json (and print it),
+    for BENCHMARKS.md."""
+    d = os.path.join(REPO, "target", kind)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"{name}.json"), "w") as f:
+        json.dump(values, f, indent=1)
+    print(name, values)
 
 
 class FrameReader:

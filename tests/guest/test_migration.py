@@ -11,22 +11,20 @@ number (qns-guest seq); its verdict comes out on the destination's
 console. Each run writes what it measured to target/migration/.
 """
 
-import fcntl
-import json
 import os
 import re
 import socket
 import struct
 import tempfile
-import termios
 import threading
 import time
 
 import pytest
 
 from colo import Relay
-from guest import Guest
-from qemu import REPO, frame, udp_frame
+from guest import Guest, record
+from helpers import unsent_bytes, wait_connected
+from qemu import frame, udp_frame
 
 pytestmark = pytest.mark.needs_full
 
@@ -91,11 +89,6 @@ class Stream:
         return self.next
 
 
-def unread(sock):
-    """Bytes written to `sock` that its peer has not read yet."""
-    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-
-
 def counter(g, name, counter_name):
     stats = g.stats_by_name()[name]
     return next((c["packets"], c["bytes"]) for c in stats["counters"] if c["name"] == counter_name)
@@ -106,14 +99,6 @@ def wait(predicate, timeout=30, what="condition"):
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
-
-
-def record(name, **values):
-    d = os.path.join(REPO, "target", "migration")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"{name}.json"), "w") as f:
-        json.dump(values, f, indent=1)
-    print(name, values)
 
 
 class Migration:
@@ -174,9 +159,10 @@ class Migration:
             "queue": "tx", "outdev": "carry0", "status": status,
             "enable_when_stopped": self.enable_when_stopped})
 
-    def linked(self):
-        return all(not c["filename"].startswith("disconnected:")
-                   for c in self.src.command("query-chardev") if c["label"] == "carry0")
+    def wait_linked(self):
+        """Until the source's link to the destination is up (its
+        redirector drops what it would write to a link with no peer)."""
+        wait_connected(self.src, "carry0")
 
     def migrate(self):
         uri = f"unix:{os.path.join(self.dir, 'migration.sock')}"
@@ -192,7 +178,7 @@ class Migration:
     def drained(self, stream):
         """Everything written to the source has been read by it and, carried,
         has reached the destination's redirector."""
-        return (unread(stream.target) == 0 and
+        return (unsent_bytes(stream.target) == 0 and
                 self.src.stats_by_name()["carry-out"]["packets-tx"] == self.carried()[0] and
                 counter(self.dst, "carry-in", "indev") == self.carried())
 
@@ -227,7 +213,7 @@ def run(m, name, size=100, switch_after=0.0):
     if m.carry:
         m.add_source_wiring()
         if not m.late:
-            wait(m.linked, 10, "the link to the destination")
+            m.wait_linked()
     m.migrate()
     downtime = m.src.command("query-migrate").get("downtime")
     if m.carry:
@@ -236,7 +222,7 @@ def run(m, name, size=100, switch_after=0.0):
             # and what reaches the source meanwhile waits in its netdev
             time.sleep(0.5)
             m.add_destination_wiring()
-            wait(m.linked, 10, "the late link")
+            m.wait_linked()
         # from now on, what reaches the stopped source is carried
         if m.add_after:
             m.add_source_filter("on")
@@ -255,7 +241,7 @@ def run(m, name, size=100, switch_after=0.0):
               "verdict": verdict}
     if m.carry:
         values["carried"] = m.carried()[0]
-    record(name, **values)
+    record("migration", name, **values)
     return sent, verdict
 
 
@@ -310,7 +296,7 @@ def test_migration_without_the_wiring_loses_what_reaches_the_stopped_source(mig)
     and goes when it quits. Measured, not asserted beyond no duplicate."""
     sent, v = run(mig, "stock")
     assert v["dup"] == 0 and v["received"] <= sent, v
-    record("stock-lost", lost=sent - v["received"], waiting_in_source_bytes=unread(mig.src.netdev_peer))
+    record("migration", "stock-lost", lost=sent - v["received"], waiting_in_source_bytes=unsent_bytes(mig.src.netdev_peer))
 
 
 @pytest.mark.parametrize("mig", [{"late": True}], indirect=True)
@@ -355,7 +341,7 @@ def test_migration_cancelled_after_the_wiring_went_in(mig):
     stream = Stream(mig.src.netdev_peer)
     time.sleep(0.5)
     mig.add_source_wiring()
-    wait(mig.linked, 10, "the link to the destination")
+    mig.wait_linked()
     # slow enough that it cannot complete before the cancel
     mig.src.command("migrate-set-parameters", **{"max-bandwidth": 1 << 20})
     uri = f"unix:{os.path.join(mig.dir, 'migration.sock')}"
