@@ -13,6 +13,7 @@ console. Each run writes what it measured to target/migration/.
 
 import os
 import re
+import shutil
 import socket
 import struct
 import tempfile
@@ -23,6 +24,7 @@ import pytest
 
 from colo import Relay
 from guest import Guest, record
+from test_guest_traffic import counter as filter_counter
 from helpers import unsent_bytes, wait_connected
 from qemu import frame, udp_frame
 
@@ -31,6 +33,11 @@ pytestmark = pytest.mark.needs_full
 GUEST_IP, PORT = "10.0.0.2", 5000
 RATE = 2000
 SO_SNDBUFFORCE = 32
+
+
+def room(sock):
+    """Room for seconds of the stream in a QEMU's socket (root only)."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
 
 
 class Stream:
@@ -42,9 +49,7 @@ class Stream:
 
     def __init__(self, target, rate=RATE, size=100):
         self.target, self.rate, self.size = target, rate, size
-        # room for seconds of the stream in each QEMU's socket (root)
-        for sock in (target,):
-            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
+        room(target)
         self.sent = {}
         self.next = 0
         self.paused = threading.Event()
@@ -70,10 +75,10 @@ class Stream:
             time.sleep(0.002)
 
     def switch_to(self, target, before=None):
-        target.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
         """Pause, call before() (what must happen between the last frame
         to the old target and the first to the new), and go on at
         `target`; returns how long the stream was paused (s)."""
+        room(target)
         t0 = time.monotonic()
         self.paused.set()
         with self.lock:
@@ -90,8 +95,14 @@ class Stream:
 
 
 def counter(g, name, counter_name):
-    stats = g.stats_by_name()[name]
-    return next((c["packets"], c["bytes"]) for c in stats["counters"] if c["name"] == counter_name)
+    return filter_counter(g.stats_by_name()[name], counter_name)
+
+
+def parse_verdict(g, timeout=60):
+    """`qns-guest seq`'s count, as it comes out on g's console."""
+    g.expect(b"seq received", timeout)
+    line = g.expect(b"\r\n", 10).decode()
+    return {k: int(v) for k, v in re.findall(r"(\w+) (-?\d+)", "received" + line)}
 
 
 def wait(predicate, timeout=30, what="condition"):
@@ -122,7 +133,7 @@ class Migration:
             self.dst = Guest(incoming=True, extra_args=dst_args)
             self.src.sh(f"ip addr add {GUEST_IP}/24 dev eth0")
             # the guest counts what comes, until idle_ms pass without any
-            self.src.console.sendall(f"qns-guest seq 5000 {idle_ms}; echo QNS-RC''=$?\n".encode())
+            self.src.console.sendall(f"qns-guest seq {PORT} {idle_ms}; echo QNS-RC''=$?\n".encode())
             self.src.expect(b"seq-ready", 30)
         except BaseException:
             self.close(check=False)
@@ -182,12 +193,11 @@ class Migration:
                 self.src.stats_by_name()["carry-out"]["packets-tx"] == self.carried()[0] and
                 counter(self.dst, "carry-in", "indev") == self.carried())
 
-    def verdict(self, timeout=60):
+    def verdict(self):
         """The guest's count, printed on the destination's console."""
-        self.dst.expect(b"seq received", timeout)
-        line = self.dst.expect(b"\r\n", 10).decode()
+        verdict = parse_verdict(self.dst)
         self.dst.expect(b"QNS-RC=0\r\n", 10)
-        return {k: int(v) for k, v in re.findall(r"(\w+) (-?\d+)", "received" + line)}
+        return verdict
 
     def close(self, check=True):
         ended = []
@@ -200,6 +210,7 @@ class Migration:
                     ended.append(f"{name}: {e}")
         if self.relay:
             self.relay.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
         assert not ended, "\n".join(ended)
 
 
@@ -353,9 +364,7 @@ def test_migration_cancelled_after_the_wiring_went_in(mig):
     assert mig.src.command("query-status")["running"]
     time.sleep(1)
     sent = stream.stop()
-    mig.src.expect(b"seq received", 60)
-    line = mig.src.expect(b"\r\n", 10).decode()
-    v = {k: int(x) for k, x in re.findall(r"(\w+) (-?\d+)", "received" + line)}
+    v = parse_verdict(mig.src)
     assert (v["received"], v["dup"], v["reordered"], v["missing"]) == (sent, 0, 0, 0), v
     assert mig.carried() == (0, 0)
     mig.src.command("object-del", id="carry-out")
