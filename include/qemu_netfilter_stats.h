@@ -24,6 +24,13 @@
 #include <sys/uio.h>
 
 /**
+ * Buckets of a duration's log2 histogram: bucket 0 counts 0 µs, bucket
+ * i >= 1 [2^(i-1), 2^i) µs, and the last one everything from 2^26 µs (67 s)
+ * on, so that a minute has a bucket of its own.
+ */
+#define QNS_HISTOGRAM_BUCKETS 28
+
+/**
  * QEMU's `NET_BUFSIZE` (4096 + 65536): the largest frame QEMU 10.2.2 accepts.
  */
 #define QNS_DEFAULT_MAX_FRAME_LEN (4096 + 65536)
@@ -94,6 +101,36 @@ enum QnsResult
 typedef enum QnsResult QnsResult;
 #else
 typedef uint32_t QnsResult;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The type of a `query-stats` value: QEMU's `StatsType`.
+ */
+enum QnsStatKind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * A running total.
+   */
+  QNS_STAT_KIND_CUMULATIVE = 0,
+  /**
+   * A snapshot.
+   */
+  QNS_STAT_KIND_INSTANT = 1,
+  /**
+   * A log2 histogram: its value is a list of buckets (see
+   * `QNS_HISTOGRAM_BUCKETS`).
+   */
+  QNS_STAT_KIND_LOG2_HISTOGRAM = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum QnsStatKind QnsStatKind;
+#else
+typedef uint32_t QnsStatKind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -188,8 +225,8 @@ enum QnsCounterId
    */
   QNS_COUNTER_ID_HELD = 4,
   /**
-   * filter-mirror, filter-redirector: holds ended (packets) and the
-   * microseconds their senders were held in all (bytes).
+   * filter-mirror, filter-redirector: how long each hold lasted, from the
+   * frame after which the sender was held to its release (a duration).
    */
   QNS_COUNTER_ID_HOLD_TIME = 5,
   /**
@@ -297,6 +334,22 @@ enum QnsCounterId
    * colo-compare: bad input on `secondary_in`, as `indev-errors`.
    */
   QNS_COUNTER_ID_SECONDARY_IN_ERRORS = 29,
+  /**
+   * colo-compare: how long each primary frame written to `outdev` waited,
+   * from its arrival on `primary_in` to its release (a duration; as many
+   * as `released`).
+   */
+  QNS_COUNTER_ID_RELEASE_LATENCY = 30,
+  /**
+   * filter-buffer: how long each released frame waited in it (a
+   * duration; as many as `released`).
+   */
+  QNS_COUNTER_ID_DELAY = 31,
+  /**
+   * colo-compare: checkpoints it asked for, one per miscompare of any
+   * kind (`miscompare-*`) and per `compare_timeout` expiry.
+   */
+  QNS_COUNTER_ID_CHECKPOINT_REQUESTS = 32,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -414,7 +467,7 @@ typedef struct QnsCounterStats {
 } QnsCounterStats;
 
 /**
- * One named value of a `query-stats` result.
+ * One named value of a `query-stats` result: a number, or a histogram.
  */
 typedef struct QnsStatValue {
   /**
@@ -423,9 +476,18 @@ typedef struct QnsStatValue {
    */
   const char *name;
   /**
-   * Its value.
+   * Its value; for a histogram, the events it counts (its buckets' sum).
    */
   uint64_t value;
+  /**
+   * A histogram's `n_buckets` buckets (its schema's type says which kind);
+   * NULL for a number.
+   */
+  const uint64_t *buckets;
+  /**
+   * Entries at `buckets`: 0 for a number.
+   */
+  size_t n_buckets;
 } QnsStatValue;
 
 /**
@@ -504,9 +566,9 @@ typedef struct QnsStatSchema {
    */
   const char *name;
   /**
-   * A snapshot (QEMU's `instant`), not a running total (`cumulative`).
+   * Its type.
    */
-  bool instant;
+  QnsStatKind kind;
   /**
    * Its unit.
    */
@@ -556,9 +618,12 @@ QnsResult qns_counters_count_packet(struct QnsCounters *counters,
                                     uint64_t bytes);
 
 /**
- * Add `packets` and `bytes` to counter `id` (a `QnsCounterId`). No lock, no
- * allocation; an unknown id is `QNS_RESULT_INVALID_ARGUMENT`. Cannot panic:
- * a table lookup and two relaxed atomic adds (which wrap).
+ * Add `packets` and `bytes` to counter `id` (a `QnsCounterId`). For a
+ * duration (`hold-time`, `release-latency`, `delay`): `packets` events that
+ * lasted `bytes` microseconds in all, counted in the histogram's bucket of
+ * their mean, so add one event at a time. No lock, no allocation; an
+ * unknown id is `QNS_RESULT_INVALID_ARGUMENT`. Cannot panic: a table lookup
+ * and two or three relaxed atomic adds (which wrap).
  *
  * # Safety
  * `counters` must be NULL or live counters from `qns_counters_new()`.

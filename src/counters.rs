@@ -33,8 +33,11 @@ pub enum Shape {
     Frames,
     /// Events (connections, miscompares): `NAME`; its bytes are always 0.
     Events,
-    /// Events and the time they lasted: `NAME-count`, and `NAME` in
-    /// microseconds (the `bytes` field).
+    /// Events that each last a time, such as a hold or a packet's wait: the
+    /// log2 histogram of their microseconds, `NAME` (see [`Histogram`]), and
+    /// their sum, `NAME-sum`. The counter's packets count the events and its
+    /// bytes sum their microseconds; `query-netfilter-stats`, whose pairs are
+    /// packets and bytes, leaves it out.
     Duration,
 }
 
@@ -70,8 +73,8 @@ pub enum QnsCounterId {
     /// filter-mirror, filter-redirector: frames after which the filter held
     /// their sender (its outdev backlog was at its high-water mark).
     Held = 4,
-    /// filter-mirror, filter-redirector: holds ended (packets) and the
-    /// microseconds their senders were held in all (bytes).
+    /// filter-mirror, filter-redirector: how long each hold lasted, from the
+    /// frame after which the sender was held to its release (a duration).
     HoldTime = 5,
     /// filter-buffer: frames released to the next filter or the peer;
     /// colo-compare: primary frames released (they compared equal, or carry
@@ -130,6 +133,16 @@ pub enum QnsCounterId {
     PrimaryInErrors = 28,
     /// colo-compare: bad input on `secondary_in`, as `indev-errors`.
     SecondaryInErrors = 29,
+    /// colo-compare: how long each primary frame written to `outdev` waited,
+    /// from its arrival on `primary_in` to its release (a duration; as many
+    /// as `released`).
+    ReleaseLatency = 30,
+    /// filter-buffer: how long each released frame waited in it (a
+    /// duration; as many as `released`).
+    Delay = 31,
+    /// colo-compare: checkpoints it asked for, one per miscompare of any
+    /// kind (`miscompare-*`) and per `compare_timeout` expiry.
+    CheckpointRequests = 32,
 }
 
 /// What the code says of one counter.
@@ -161,12 +174,12 @@ macro_rules! info {
     };
     (@names Events $name:literal) => { (c_concat!($name), None) };
     (@names Duration $name:literal) => {
-        (c_concat!($name, "-count"), Some(c_concat!($name)))
+        (c_concat!($name), Some(c_concat!($name, "-sum")))
     };
 }
 
 /// Every counter, in numeric order (a test checks it).
-const INFO: [Info; 30] = [
+const INFO: [Info; 33] = [
     info!(Indev, "indev", cumulative, Frames),
     info!(Outdev, "outdev", cumulative, Frames),
     info!(IndevErrors, "indev-errors", cumulative, Frames),
@@ -197,6 +210,20 @@ const INFO: [Info; 30] = [
     info!(SecondaryQueued, "secondary-queued", instant, Frames),
     info!(PrimaryInErrors, "primary-in-errors", cumulative, Frames),
     info!(SecondaryInErrors, "secondary-in-errors", cumulative, Frames),
+    info!(ReleaseLatency, "release-latency", cumulative, Duration),
+    info!(Delay, "delay", cumulative, Duration),
+    info!(
+        CheckpointRequests,
+        "checkpoint-requests", cumulative, Events
+    ),
+];
+
+/// The counters of shape [`Shape::Duration`], each with a histogram: the
+/// index in this table is its histogram's in [`FilterCounters`].
+const DURATIONS: [QnsCounterId; 3] = [
+    QnsCounterId::HoldTime,
+    QnsCounterId::ReleaseLatency,
+    QnsCounterId::Delay,
 ];
 
 impl QnsCounterId {
@@ -231,7 +258,8 @@ impl QnsCounterId {
     }
 
     /// The `query-stats` names of its values: the first value's
-    /// (`packets`), and the second's (`bytes`) unless it is always 0.
+    /// (`packets`, or a duration's histogram), and the second's (`bytes`, or
+    /// a duration's sum) unless it is always 0.
     pub fn stat_names(self) -> (&'static CStr, Option<&'static CStr>) {
         self.info().stat_names
     }
@@ -239,6 +267,41 @@ impl QnsCounterId {
     /// The id with this numeric value, if there is one (C may pass anything).
     pub fn from_raw(raw: u32) -> Option<Self> {
         Self::ALL.get(raw as usize).copied()
+    }
+
+    /// Where its histogram is, for a duration.
+    fn histogram(self) -> Option<usize> {
+        DURATIONS.iter().position(|&id| id == self)
+    }
+}
+
+/// Buckets of a duration's log2 histogram: bucket 0 counts 0 µs, bucket
+/// i >= 1 [2^(i-1), 2^i) µs, and the last one everything from 2^26 µs (67 s)
+/// on, so that a minute has a bucket of its own.
+pub const HISTOGRAM_BUCKETS: usize = 28;
+
+/// How many events lasted how long, as QEMU's `log2-histogram` of
+/// microseconds (and KVM's log2 histograms) count them: bucket 0 counts
+/// events of 0 µs, bucket i >= 1 those of [2^(i-1), 2^i) µs, and the last
+/// bucket everything from 2^(`HISTOGRAM_BUCKETS` - 2) µs on.
+#[derive(Debug, Default)]
+pub struct Histogram([AtomicU64; HISTOGRAM_BUCKETS]);
+
+impl Histogram {
+    /// The bucket of `us` microseconds.
+    pub fn bucket(us: u64) -> usize {
+        // ilog2(us) + 1 for us >= 1: 1 -> 1, 2..3 -> 2, 4..7 -> 3, ...
+        ((u64::BITS - us.leading_zeros()) as usize).min(HISTOGRAM_BUCKETS - 1)
+    }
+
+    /// Count `events` events of `us` microseconds each.
+    fn record(&self, events: u64, us: u64) {
+        self.0[Self::bucket(us)].fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// The buckets, read now.
+    pub fn read(&self) -> [u64; HISTOGRAM_BUCKETS] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
     }
 }
 
@@ -282,11 +345,23 @@ pub struct Count {
 }
 
 /// The counters of one filter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FilterCounters {
     tx: PacketsAndBytes,
     rx: PacketsAndBytes,
     named: [PacketsAndBytes; QnsCounterId::ALL.len()],
+    histograms: [Histogram; DURATIONS.len()],
+}
+
+impl Default for FilterCounters {
+    fn default() -> Self {
+        Self {
+            tx: PacketsAndBytes::default(),
+            rx: PacketsAndBytes::default(),
+            named: std::array::from_fn(|_| PacketsAndBytes::default()),
+            histograms: Default::default(),
+        }
+    }
 }
 
 impl FilterCounters {
@@ -299,10 +374,21 @@ impl FilterCounters {
         }
     }
 
-    /// Add `packets` and `bytes` to the filter-specific counter `id`.
+    /// Add `packets` and `bytes` to the filter-specific counter `id`. For a
+    /// duration, `packets` events that lasted `bytes` microseconds in all,
+    /// which its histogram counts in the bucket of their mean: callers add
+    /// one event at a time.
     #[inline]
     pub fn add(&self, id: QnsCounterId, packets: u64, bytes: u64) {
         self.named[id as usize].add(packets, bytes);
+        if let (Some(h), Some(mean)) = (id.histogram(), bytes.checked_div(packets)) {
+            self.histograms[h].record(packets, mean);
+        }
+    }
+
+    /// The histogram of counter `id`, a duration; `None` for any other.
+    pub fn histogram(&self, id: QnsCounterId) -> Option<[u64; HISTOGRAM_BUCKETS]> {
+        id.histogram().map(|h| self.histograms[h].read())
     }
 
     /// Packets and bytes in `direction`.
@@ -414,12 +500,56 @@ mod tests {
                 }
                 Shape::Events => assert_eq!((first, second), (name, None)),
                 Shape::Duration => {
-                    assert_eq!((first, second), (&*format!("{name}-count"), Some(name)))
+                    assert_eq!((first, second), (name, Some(&*format!("{name}-sum"))));
+                    assert!(DURATIONS.contains(&id));
                 }
             }
         }
         assert_eq!(QnsCounterId::Connections.stat_names().0, c"connections");
         assert!(QnsCounterId::Buffered.is_instant() && !QnsCounterId::Outdev.is_instant());
+    }
+
+    #[test]
+    fn durations_fill_log2_buckets() {
+        let bucket_bounds = [
+            (0, 0),
+            (1, 1),
+            (2, 2),
+            (3, 2),
+            (4, 3),
+            (1023, 10),
+            (1024, 11),
+            (60_000_000, 26),
+            (1 << 26, 27),
+            (u64::MAX, 27),
+        ];
+        for (us, bucket) in bucket_bounds {
+            assert_eq!(Histogram::bucket(us), bucket, "{us} µs");
+        }
+        let c = FilterCounters::default();
+        for us in [0, 5, 7, 24_000, 24_000] {
+            c.add(QnsCounterId::ReleaseLatency, 1, us);
+        }
+        c.add(QnsCounterId::HoldTime, 2, 200);
+        c.add(QnsCounterId::HoldTime, 0, 0);
+        let mut want = [0; HISTOGRAM_BUCKETS];
+        (want[0], want[3], want[15]) = (1, 2, 2);
+        assert_eq!(c.histogram(QnsCounterId::ReleaseLatency), Some(want));
+        assert_eq!(
+            c.get(QnsCounterId::ReleaseLatency),
+            Count {
+                packets: 5,
+                bytes: 48_012
+            }
+        );
+        let mut want = [0; HISTOGRAM_BUCKETS];
+        want[7] = 2;
+        assert_eq!(c.histogram(QnsCounterId::HoldTime), Some(want));
+        assert_eq!(
+            c.histogram(QnsCounterId::Delay),
+            Some([0; HISTOGRAM_BUCKETS])
+        );
+        assert_eq!(c.histogram(QnsCounterId::Released), None);
     }
 
     #[test]

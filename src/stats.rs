@@ -2,7 +2,9 @@
 //! one pass over the filters (or colo-compare objects) the C side walks: per
 //! object one entry with its two directions, then the counters its class
 //! reports, in its order; and the same numbers as the named values of
-//! `query-stats`, whose schema ([`schema`]) says their type and unit.
+//! `query-stats`, whose schema ([`schema`]) says their type and unit. A
+//! duration ([`Shape::Duration`]) is in `query-stats` alone, as a log2
+//! histogram and a sum.
 //!
 //! The list is the C view itself (`#[repr(C)]` types). Its strings are the
 //! filter's own (QOM id, netdev id, type name), borrowed, not copied: the
@@ -11,7 +13,7 @@
 
 use std::ffi::{c_char, CStr};
 
-use crate::counters::{FilterCounters, QnsCounterId, QnsDirection, Shape};
+use crate::counters::{FilterCounters, QnsCounterId, QnsDirection, Shape, HISTOGRAM_BUCKETS};
 
 /// One filter-specific counter in a `QnsFilterStats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,15 +27,20 @@ pub struct QnsCounterStats {
     pub bytes: u64,
 }
 
-/// One named value of a `query-stats` result.
+/// One named value of a `query-stats` result: a number, or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct QnsStatValue {
     /// Its name in `query-stats-schemas` (`packets-tx`, `outdev-bytes`,
     /// ...), a static string.
     pub name: *const c_char,
-    /// Its value.
+    /// Its value; for a histogram, the events it counts (its buckets' sum).
     pub value: u64,
+    /// A histogram's `n_buckets` buckets (its schema's type says which kind);
+    /// NULL for a number.
+    pub buckets: *const u64,
+    /// Entries at `buckets`: 0 for a number.
+    pub n_buckets: usize,
 }
 
 /// One filter's (or colo-compare object's) entry in a `QnsStatsList`.
@@ -87,6 +94,7 @@ pub struct OwnedStatsList {
     filters: Vec<QnsFilterStats>,
     counters: Vec<QnsCounterStats>,
     values: Vec<QnsStatValue>,
+    buckets: Vec<[u64; HISTOGRAM_BUCKETS]>,
 }
 
 /// Collects the filters of one query.
@@ -97,6 +105,8 @@ pub struct StatsListBuilder {
     counters: Vec<QnsCounterStats>,
     /// Every filter's `query-stats` values, one after the other.
     values: Vec<QnsStatValue>,
+    /// Every histogram's buckets, in the order of `values`.
+    buckets: Vec<[u64; HISTOGRAM_BUCKETS]>,
 }
 
 /// The `query-stats` names of a filter's directions, in the order of
@@ -107,6 +117,16 @@ static DIRECTION_VALUES: [(&CStr, QnsStatUnit); 4] = [
     (c"bytes-tx", QnsStatUnit::Bytes),
     (c"bytes-rx", QnsStatUnit::Bytes),
 ];
+
+/// A value that is a number.
+fn number(name: &CStr, value: u64) -> QnsStatValue {
+    QnsStatValue {
+        name: name.as_ptr(),
+        value,
+        buckets: std::ptr::null(),
+        n_buckets: 0,
+    }
+}
 
 /// `slice.as_ptr()`, or NULL for an empty slice (as the C view promises).
 fn ptr_or_null<T>(slice: &[T]) -> *const T {
@@ -151,10 +171,7 @@ impl StatsListBuilder {
             DIRECTION_VALUES
                 .iter()
                 .zip(directions)
-                .map(|((name, _), value)| QnsStatValue {
-                    name: name.as_ptr(),
-                    value,
-                }),
+                .map(|((name, _), value)| number(name, value)),
         );
     }
 
@@ -177,29 +194,36 @@ impl StatsListBuilder {
     }
 
     /// Add the counters `ids` (in that order) of `counters` to the filter
-    /// added last. Returns false, adding nothing, when no filter was added.
+    /// added last: to its counters, except durations, and to its values.
+    /// Returns false, adding nothing, when no filter was added.
     pub fn add_counters(&mut self, counters: &FilterCounters, ids: &[QnsCounterId]) -> bool {
         let Some(last) = self.filters.last_mut() else {
             return false;
         };
-        last.n_counters += ids.len();
         for &id in ids {
             let count = counters.get(id);
-            self.counters.push(QnsCounterStats {
-                name: id.c_name().as_ptr(),
-                packets: count.packets,
-                bytes: count.bytes,
-            });
             let (first, second) = id.stat_names();
-            self.values.push(QnsStatValue {
-                name: first.as_ptr(),
-                value: count.packets,
-            });
-            if let Some(second) = second {
+            if let Some(buckets) = counters.histogram(id) {
+                // A reader may see an event in its bucket before its count:
+                // the histogram says how many there are.
                 self.values.push(QnsStatValue {
-                    name: second.as_ptr(),
-                    value: count.bytes,
+                    value: buckets.iter().sum(),
+                    buckets: std::ptr::null(), // set by `finish`
+                    n_buckets: HISTOGRAM_BUCKETS,
+                    ..number(first, 0)
                 });
+                self.buckets.push(buckets);
+            } else {
+                self.counters.push(QnsCounterStats {
+                    name: id.c_name().as_ptr(),
+                    packets: count.packets,
+                    bytes: count.bytes,
+                });
+                last.n_counters += 1;
+                self.values.push(number(first, count.packets));
+            }
+            if let Some(second) = second {
+                self.values.push(number(second, count.bytes));
             }
             last.n_values += 1 + usize::from(second.is_some());
         }
@@ -211,8 +235,13 @@ impl StatsListBuilder {
         let Self {
             mut filters,
             counters,
-            values,
+            mut values,
+            buckets,
         } = self;
+        let mut histograms = buckets.iter();
+        for v in values.iter_mut().filter(|v| v.n_buckets > 0) {
+            v.buckets = histograms.next().map_or(std::ptr::null(), |b| b.as_ptr());
+        }
         // The heap buffers do not move when the vectors move into the box,
         // so pointers into them stay valid.
         let (mut counter, mut value) = (0, 0);
@@ -230,6 +259,7 @@ impl StatsListBuilder {
             filters,
             counters,
             values,
+            buckets,
         })
     }
 }
@@ -247,7 +277,7 @@ pub enum QnsStatsProvider {
 /// The counters each provider's classes report, for its schema. A class
 /// reporting a counter not listed here fails the end-to-end tests, which
 /// check every value `query-stats` returns against the schema.
-const FILTER_COUNTERS: [QnsCounterId; 15] = {
+const FILTER_COUNTERS: [QnsCounterId; 16] = {
     use QnsCounterId::*;
     [
         Indev,
@@ -265,9 +295,10 @@ const FILTER_COUNTERS: [QnsCounterId; 15] = {
         Written,
         Truncated,
         WriteErrors,
+        Delay,
     ]
 };
-const COLO_COUNTERS: [QnsCounterId; 17] = {
+const COLO_COUNTERS: [QnsCounterId; 19] = {
     use QnsCounterId::*;
     [
         Primary,
@@ -287,6 +318,8 @@ const COLO_COUNTERS: [QnsCounterId; 17] = {
         Connections,
         PrimaryInErrors,
         SecondaryInErrors,
+        ReleaseLatency,
+        CheckpointRequests,
     ]
 };
 
@@ -302,14 +335,27 @@ pub enum QnsStatUnit {
     Seconds = 2,
 }
 
+/// The type of a `query-stats` value: QEMU's `StatsType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum QnsStatKind {
+    /// A running total.
+    Cumulative = 0,
+    /// A snapshot.
+    Instant = 1,
+    /// A log2 histogram: its value is a list of buckets (see
+    /// `QNS_HISTOGRAM_BUCKETS`).
+    Log2Histogram = 2,
+}
+
 /// One value in `query-stats-schemas`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct QnsStatSchema {
     /// The value's name, a static string.
     pub name: *const c_char,
-    /// A snapshot (QEMU's `instant`), not a running total (`cumulative`).
-    pub instant: bool,
+    /// Its type.
+    pub kind: QnsStatKind,
     /// Its unit.
     pub unit: QnsStatUnit,
     /// The power of 10 its unit is scaled by (-6: microseconds).
@@ -318,9 +364,9 @@ pub struct QnsStatSchema {
 
 /// Every value `provider`'s objects can report, in the order they do.
 pub fn schema(provider: QnsStatsProvider) -> impl Iterator<Item = QnsStatSchema> {
-    let value = |name: &CStr, instant, unit, exponent| QnsStatSchema {
+    let value = |name: &CStr, kind, unit, exponent| QnsStatSchema {
         name: name.as_ptr(),
-        instant,
+        kind,
         unit,
         exponent,
     };
@@ -330,15 +376,24 @@ pub fn schema(provider: QnsStatsProvider) -> impl Iterator<Item = QnsStatSchema>
     };
     let directions = directions
         .iter()
-        .map(move |&(name, unit)| value(name, false, unit, 0));
+        .map(move |&(name, unit)| value(name, QnsStatKind::Cumulative, unit, 0));
     let counters = ids.iter().flat_map(move |&id| {
         let (first, second) = id.stat_names();
-        let (unit, exponent) = match id.shape() {
-            Shape::Duration => (QnsStatUnit::Seconds, -6),
-            _ => (QnsStatUnit::Bytes, 0),
+        let kind = if id.is_instant() {
+            QnsStatKind::Instant
+        } else {
+            QnsStatKind::Cumulative
         };
-        let first = value(first, id.is_instant(), QnsStatUnit::None, 0);
-        let second = second.map(|name| value(name, id.is_instant(), unit, exponent));
+        let (first, second) = match id.shape() {
+            Shape::Duration => (
+                value(first, QnsStatKind::Log2Histogram, QnsStatUnit::Seconds, -6),
+                second.map(|name| value(name, kind, QnsStatUnit::Seconds, -6)),
+            ),
+            _ => (
+                value(first, kind, QnsStatUnit::None, 0),
+                second.map(|name| value(name, kind, QnsStatUnit::Bytes, 0)),
+            ),
+        };
         std::iter::once(first).chain(second)
     });
     directions.chain(counters)
@@ -429,10 +484,7 @@ mod tests {
         ]);
         let expected: Vec<_> = names
             .zip([1, 0, 100, 0, 1, 60, 0, 0])
-            .map(|(name, value)| QnsStatValue {
-                name: name.as_ptr(),
-                value,
-            })
+            .map(|(name, value)| number(name, value))
             .collect();
         assert_eq!(list.values[..f[0].n_values], expected);
         assert_eq!(f[0].values, list.values.as_ptr());
@@ -443,6 +495,89 @@ mod tests {
             counters_of(&list, 2),
             [("outdev-errors".into(), 2, 3), ("outdev".into(), 0, 0)]
         );
+    }
+
+    /// The name a value's pointer points to (the names are static strings).
+    fn name_of(name: *const c_char) -> &'static str {
+        let counters = QnsCounterId::ALL.into_iter().flat_map(|id| {
+            let (first, second) = id.stat_names();
+            std::iter::once(first).chain(second)
+        });
+        DIRECTION_VALUES
+            .iter()
+            .map(|&(name, _)| name)
+            .chain(counters)
+            .find(|n| n.as_ptr() == name)
+            .unwrap()
+            .to_str()
+            .unwrap()
+    }
+
+    #[test]
+    fn durations_are_histograms_in_query_stats_alone() {
+        let m = FilterCounters::default();
+        m.add(QnsCounterId::Held, 1, 60);
+        m.add(QnsCounterId::HoldTime, 1, 3000);
+        let mut builder = StatsListBuilder::default();
+        builder.add(
+            c"m0".as_ptr(),
+            c"n0".as_ptr(),
+            c"filter-mirror".as_ptr(),
+            &m,
+        );
+        builder.add_counters(&m, &[QnsCounterId::Held, QnsCounterId::HoldTime]);
+        builder.add_object(c"cc0".as_ptr(), c"colo-compare".as_ptr());
+        builder.add_counters(&m, &[QnsCounterId::HoldTime]);
+        let list = builder.finish();
+        assert_eq!(counters_of(&list, 0), [("held".into(), 1, 60)]);
+        let values = &list.values[..list.filters[0].n_values];
+        let names: Vec<_> = values.iter().map(|v| name_of(v.name)).collect();
+        assert_eq!(
+            names[4..],
+            ["held-packets", "held-bytes", "hold-time", "hold-time-sum"]
+        );
+        let mut want = [0; HISTOGRAM_BUCKETS];
+        want[12] = 1; // [2048, 4096) µs
+        let hist = &values[6];
+        assert_eq!((hist.value, hist.n_buckets), (1, HISTOGRAM_BUCKETS));
+        assert_eq!(hist.buckets, list.buckets[0].as_ptr());
+        assert_eq!(list.buckets[0], want);
+        assert_eq!(values[7], number(c"hold-time-sum", 3000));
+        // The second object's histogram has buckets of its own.
+        assert_eq!(list.filters[1].n_values, 2);
+        assert_eq!(list.values[8].buckets, list.buckets[1].as_ptr());
+        assert!(values[..6].iter().all(|v| v.buckets.is_null()));
+    }
+
+    #[test]
+    fn schema_types_and_units() {
+        let colo: Vec<_> = schema(QnsStatsProvider::ColoCompare)
+            .map(|v| (name_of(v.name), v.kind, v.unit, v.exponent))
+            .collect();
+        assert!(colo.contains(&(
+            "release-latency",
+            QnsStatKind::Log2Histogram,
+            QnsStatUnit::Seconds,
+            -6
+        )));
+        assert!(colo.contains(&(
+            "release-latency-sum",
+            QnsStatKind::Cumulative,
+            QnsStatUnit::Seconds,
+            -6
+        )));
+        assert!(colo.contains(&(
+            "checkpoint-requests",
+            QnsStatKind::Cumulative,
+            QnsStatUnit::None,
+            0
+        )));
+        assert!(colo.contains(&(
+            "primary-queued-bytes",
+            QnsStatKind::Instant,
+            QnsStatUnit::Bytes,
+            0
+        )));
     }
 
     #[test]

@@ -39,6 +39,8 @@ unsafe fn read(counters: *mut QnsCounters, id: QnsCounterId) -> (u64, u64) {
     }
 }
 
+/// The first number that is no `QnsCounterId`.
+const UNKNOWN_ID: u32 = QnsCounterId::CheckpointRequests as u32 + 1;
 #[test]
 fn outdev_push_write_in_pieces_and_discard() {
     let payload = *b"0123456789";
@@ -233,7 +235,7 @@ fn exports_outside_the_boundary_do_not_panic() {
             qns_counters_count_packet(std::ptr::null_mut(), 0, 1),
             QnsResult::NullPointer
         );
-        for id in [0, 29, 30, u32::MAX] {
+        for id in [0, 5, UNKNOWN_ID - 1, UNKNOWN_ID, u32::MAX] {
             for (packets, bytes) in [(0, 0), (u64::MAX, u64::MAX)] {
                 qns_counters_add(c, id, packets, bytes);
                 qns_counters_sub(c, id, packets, bytes);
@@ -287,7 +289,10 @@ fn snapshot_counters_and_a_decoder_counting_elsewhere() {
         assert_eq!(qns_counters_set(c, conns, 9, 0), QnsResult::Ok);
         assert_eq!(qns_counters_set(c, conns, 4, 0), QnsResult::Ok);
         assert_eq!(read(c, QnsCounterId::Connections), (4, 0));
-        assert_eq!(qns_counters_add(c, 30, 1, 1), QnsResult::InvalidArgument);
+        assert_eq!(
+            qns_counters_add(c, UNKNOWN_ID, 1, 1),
+            QnsResult::InvalidArgument
+        );
 
         // colo-compare's secondary_in: frames and bad input in its own
         // counters, a zero-length frame (rejected) then one good frame
@@ -297,7 +302,7 @@ fn snapshot_counters_and_a_decoder_counting_elsewhere() {
             QnsCounterId::SecondaryInErrors as u32,
         );
         assert_eq!(
-            qns_decoder_count_as(d, frames, 30),
+            qns_decoder_count_as(d, frames, UNKNOWN_ID),
             QnsResult::InvalidArgument
         );
         assert_eq!(qns_decoder_count_as(d, frames, errors), QnsResult::Ok);
@@ -358,7 +363,8 @@ fn snapshot_counters_and_a_decoder_counting_elsewhere() {
 
 #[test]
 fn schemas_name_every_value_once_with_its_unit() {
-    use qemu_netfilter_stats::stats::{QnsStatSchema, QnsStatUnit};
+    use qemu_netfilter_stats::stats::{QnsStatKind, QnsStatSchema, QnsStatUnit};
+    use QnsStatKind::{Cumulative, Instant, Log2Histogram};
     for provider in [0, 1] {
         let mut values = Vec::new();
         let mut v = std::mem::MaybeUninit::<QnsStatSchema>::uninit();
@@ -368,7 +374,7 @@ fn schemas_name_every_value_once_with_its_unit() {
             let v = unsafe { v.assume_init() };
             // SAFETY: the schema's names are static C strings.
             let name = unsafe { CStr::from_ptr(v.name) }.to_str().unwrap();
-            values.push((name, v.instant, v.unit, v.exponent));
+            values.push((name, v.kind, v.unit, v.exponent));
         }
         let names: std::collections::BTreeSet<_> = values.iter().map(|v| v.0).collect();
         assert_eq!(
@@ -383,25 +389,37 @@ fn schemas_name_every_value_once_with_its_unit() {
         }
         let find = |n: &str| *values.iter().find(|v| v.0 == n).unwrap();
         if provider == 0 {
-            // directions, 12 counters of frames, hold-time, two of events
-            assert_eq!(values.len(), 4 + 2 * 12 + 2 + 2);
+            // directions, 12 counters of frames, two durations, two of events
+            assert_eq!(values.len(), 4 + 2 * 12 + 2 * 2 + 2);
             assert_eq!(
                 find("packets-tx"),
-                ("packets-tx", false, QnsStatUnit::None, 0)
+                ("packets-tx", Cumulative, QnsStatUnit::None, 0)
             );
             assert_eq!(
                 find("hold-time"),
-                ("hold-time", false, QnsStatUnit::Seconds, -6)
+                ("hold-time", Log2Histogram, QnsStatUnit::Seconds, -6)
+            );
+            assert_eq!(
+                find("delay-sum"),
+                ("delay-sum", Cumulative, QnsStatUnit::Seconds, -6)
             );
             assert_eq!(
                 find("buffered-bytes"),
-                ("buffered-bytes", true, QnsStatUnit::Bytes, 0)
+                ("buffered-bytes", Instant, QnsStatUnit::Bytes, 0)
             );
         } else {
-            assert!(find("primary-queued-packets").1);
+            assert_eq!(find("primary-queued-packets").1, Instant);
             assert_eq!(
                 find("miscompare-udp"),
-                ("miscompare-udp", false, QnsStatUnit::None, 0)
+                ("miscompare-udp", Cumulative, QnsStatUnit::None, 0)
+            );
+            assert_eq!(
+                find("release-latency"),
+                ("release-latency", Log2Histogram, QnsStatUnit::Seconds, -6)
+            );
+            assert_eq!(
+                find("checkpoint-requests"),
+                ("checkpoint-requests", Cumulative, QnsStatUnit::None, 0)
             );
             assert!(!names.contains("packets-tx"));
         }

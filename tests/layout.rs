@@ -26,8 +26,8 @@ use qemu_netfilter_stats::{
     counters::{QnsCounterId, QnsDirection},
     ffi::{counters::*, decoder::*, outdev::*, qns_result_message, stats::*, QnsResult},
     stats::{
-        QnsCounterStats, QnsFilterStats, QnsStatSchema, QnsStatUnit, QnsStatValue, QnsStatsList,
-        QnsStatsProvider,
+        QnsCounterStats, QnsFilterStats, QnsStatKind, QnsStatSchema, QnsStatUnit, QnsStatValue,
+        QnsStatsList, QnsStatsProvider,
     },
 };
 
@@ -106,12 +106,20 @@ fn rust_structs() -> BTreeMap<&'static str, Layout> {
                 n_values
             }),
         ),
-        ("QnsStatValue", rust_layout!(QnsStatValue { name, value })),
+        (
+            "QnsStatValue",
+            rust_layout!(QnsStatValue {
+                name,
+                value,
+                buckets,
+                n_buckets
+            }),
+        ),
         (
             "QnsStatSchema",
             rust_layout!(QnsStatSchema {
                 name,
-                instant,
+                kind,
                 unit,
                 exponent
             }),
@@ -177,6 +185,14 @@ fn rust_enums() -> BTreeMap<&'static str, EnumValues> {
             }),
         ),
         (
+            "QnsStatKind",
+            rust_enum!(QnsStatKind {
+                QNS_STAT_KIND_CUMULATIVE = Cumulative,
+                QNS_STAT_KIND_INSTANT = Instant,
+                QNS_STAT_KIND_LOG2_HISTOGRAM = Log2Histogram,
+            }),
+        ),
+        (
             "QnsDirection",
             rust_enum!(QnsDirection {
                 QNS_DIRECTION_TX = Tx,
@@ -216,6 +232,9 @@ fn rust_enums() -> BTreeMap<&'static str, EnumValues> {
                 QNS_COUNTER_ID_SECONDARY_QUEUED = SecondaryQueued,
                 QNS_COUNTER_ID_PRIMARY_IN_ERRORS = PrimaryInErrors,
                 QNS_COUNTER_ID_SECONDARY_IN_ERRORS = SecondaryInErrors,
+                QNS_COUNTER_ID_RELEASE_LATENCY = ReleaseLatency,
+                QNS_COUNTER_ID_DELAY = Delay,
+                QNS_COUNTER_ID_CHECKPOINT_REQUESTS = CheckpointRequests,
             }),
         ),
     ])

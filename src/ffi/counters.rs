@@ -87,9 +87,12 @@ unsafe fn update(
     QnsResult::Ok
 }
 
-/// Add `packets` and `bytes` to counter `id` (a `QnsCounterId`). No lock, no
-/// allocation; an unknown id is `QNS_RESULT_INVALID_ARGUMENT`. Cannot panic:
-/// a table lookup and two relaxed atomic adds (which wrap).
+/// Add `packets` and `bytes` to counter `id` (a `QnsCounterId`). For a
+/// duration (`hold-time`, `release-latency`, `delay`): `packets` events that
+/// lasted `bytes` microseconds in all, counted in the histogram's bucket of
+/// their mean, so add one event at a time. No lock, no allocation; an
+/// unknown id is `QNS_RESULT_INVALID_ARGUMENT`. Cannot panic: a table lookup
+/// and two or three relaxed atomic adds (which wrap).
 ///
 /// # Safety
 /// `counters` must be NULL or live counters from `qns_counters_new()`.

@@ -186,7 +186,7 @@ pub unsafe extern "C" fn qns_stats_schema(
         _ => return false,
     };
     // SAFETY: the contract: NULL or writable; MaybeUninit needs no valid
-    // value there (a bool and an enum have invalid bit patterns).
+    // value there (its enums have invalid bit patterns).
     let out = unsafe {
         value
             .cast::<std::mem::MaybeUninit<QnsStatSchema>>()

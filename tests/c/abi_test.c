@@ -97,12 +97,20 @@ static const char *const counter_names[] = {
     "miscompare-tcp", "miscompare-udp", "miscompare-icmp", "miscompare-other",
     "miscompare-timeout", "primary-dropped", "secondary-dropped",
     "unsupported", "send-errors", "primary-queued", "secondary-queued",
-    "primary-in-errors", "secondary-in-errors"
+    "primary-in-errors", "secondary-in-errors", "release-latency", "delay",
+    "checkpoint-requests"
 };
+/* The first id that is not a QnsCounterId. */
+#define N_COUNTER_IDS \
+    ((uint32_t)(sizeof(counter_names) / sizeof(counter_names[0])))
 
-/* A one-filter stats list of `counters`, with the counters `ids[0..n]`. */
-static QnsStatsList *stats_of(const QnsCounters *counters,
-                              const uint32_t *ids, size_t n)
+/*
+ * A one-filter stats list of `counters`, with the counters `ids[0..n]`, of
+ * which `n_counters` are counters (the rest durations, in its values alone).
+ */
+static QnsStatsList *stats_of_values(const QnsCounters *counters,
+                                     const uint32_t *ids, size_t n,
+                                     size_t n_counters)
 {
     QnsStatsBuilder *b = qns_stats_builder_new();
     QnsStatsList *list = NULL;
@@ -117,10 +125,17 @@ static QnsStatsList *stats_of(const QnsCounters *counters,
     CHECK(list != NULL);
     CHECK_EQ(list->len, 1);
     CHECK(list->filters != NULL);
-    CHECK_EQ(list->filters[0].n_counters, n);
-    CHECK(n == 0 ? list->filters[0].counters == NULL
-                 : list->filters[0].counters != NULL);
+    CHECK_EQ(list->filters[0].n_counters, n_counters);
+    CHECK(n_counters == 0 ? list->filters[0].counters == NULL
+                          : list->filters[0].counters != NULL);
     return list;
+}
+
+/* stats_of_values() where every id is a counter. */
+static QnsStatsList *stats_of(const QnsCounters *counters,
+                              const uint32_t *ids, size_t n)
+{
+    return stats_of_values(counters, ids, n, n);
 }
 
 /* The filter-specific counter `id` of `counters`, read through a list. */
@@ -1492,7 +1507,7 @@ static void test_stats_builder(void)
     {
         QnsStatsBuilder *b = qns_stats_builder_new();
         QnsStatsList *list = NULL;
-        static const uint32_t unknown[] = { QNS_COUNTER_ID_INDEV, 30 };
+        const uint32_t unknown[] = { QNS_COUNTER_ID_INDEV, N_COUNTER_IDS };
         static const uint32_t max_id[] = { UINT32_MAX };
 
         CHECK(b != NULL);
@@ -1703,8 +1718,10 @@ static void test_snapshots_objects_and_schemas(void)
     CHECK_RESULT(qns_counters_set(c, QNS_COUNTER_ID_CONNECTIONS, 3, 0),
                  QNS_RESULT_OK);
     CHECK_COUNT(c, QNS_COUNTER_ID_CONNECTIONS, 3, 0);
-    CHECK_RESULT(qns_counters_add(c, 30, 1, 1), QNS_RESULT_INVALID_ARGUMENT);
-    CHECK_RESULT(qns_counters_sub(c, 30, 1, 1), QNS_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(qns_counters_add(c, N_COUNTER_IDS, 1, 1),
+                 QNS_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(qns_counters_sub(c, N_COUNTER_IDS, 1, 1),
+                 QNS_RESULT_INVALID_ARGUMENT);
     CHECK_RESULT(qns_counters_set(c, UINT32_MAX, 1, 1),
                  QNS_RESULT_INVALID_ARGUMENT);
     CHECK_RESULT(qns_counters_add(NULL, 0, 1, 1), QNS_RESULT_NULL_POINTER);
@@ -1712,7 +1729,8 @@ static void test_snapshots_objects_and_schemas(void)
     /* secondary_in: a zero-length frame, then a good one, in its own ids */
     d = qns_decoder_new(false, 0);
     CHECK(d != NULL);
-    CHECK_RESULT(qns_decoder_count_as(d, QNS_COUNTER_ID_SECONDARY, 30),
+    CHECK_RESULT(qns_decoder_count_as(d, QNS_COUNTER_ID_SECONDARY,
+                                      N_COUNTER_IDS),
                  QNS_RESULT_INVALID_ARGUMENT);
     CHECK_RESULT(qns_decoder_count_as(NULL, 0, 0), QNS_RESULT_NULL_POINTER);
     CHECK_RESULT(qns_decoder_count_as(d, QNS_COUNTER_ID_SECONDARY,
@@ -1763,6 +1781,47 @@ static void test_snapshots_objects_and_schemas(void)
         qns_stats_list_free(list);
     }
 
+    /*
+     * a duration: a histogram and a sum in the values, not a counter; one
+     * event of 3000 us and one of 0 us
+     */
+    {
+        static const uint32_t ids[] = { QNS_COUNTER_ID_HELD,
+                                        QNS_COUNTER_ID_HOLD_TIME };
+        QnsCounters *m = qns_counters_new();
+        QnsStatsList *list;
+        const QnsFilterStats *f;
+        const QnsStatValue *hist;
+
+        CHECK_RESULT(qns_counters_add(m, QNS_COUNTER_ID_HOLD_TIME, 1, 3000),
+                     QNS_RESULT_OK);
+        CHECK_RESULT(qns_counters_add(m, QNS_COUNTER_ID_HOLD_TIME, 1, 0),
+                     QNS_RESULT_OK);
+        CHECK_RESULT(qns_counters_add(m, QNS_COUNTER_ID_HELD, 2, 120),
+                     QNS_RESULT_OK);
+        list = stats_of_values(m, ids, 2, 1);
+        f = &list->filters[0];
+        CHECK_STR(f->counters[0].name, "held");
+        CHECK_EQ(f->n_values, 4 + 4);
+        for (size_t k = 0; k < 6; k++) {
+            CHECK(f->values[k].buckets == NULL);
+            CHECK_EQ(f->values[k].n_buckets, 0);
+        }
+        hist = &f->values[6];
+        CHECK_STR(hist->name, "hold-time");
+        CHECK_EQ(hist->value, 2);
+        CHECK_EQ(hist->n_buckets, QNS_HISTOGRAM_BUCKETS);
+        for (size_t k = 0; k < QNS_HISTOGRAM_BUCKETS; k++) {
+            /* 0 us in bucket 0; 3000 us in [2048, 4096), bucket 12 */
+            CHECK_EQ(hist->buckets[k], k == 0 || k == 12 ? 1 : 0);
+        }
+        CHECK_STR(f->values[7].name, "hold-time-sum");
+        CHECK_EQ(f->values[7].value, 3000);
+        CHECK(f->values[7].buckets == NULL);
+        qns_stats_list_free(list);
+        qns_counters_free(m);
+    }
+
     /* the schemas: a filter's directions first; units; the end */
     {
         QnsStatSchema v;
@@ -1770,7 +1829,7 @@ static void test_snapshots_objects_and_schemas(void)
 
         CHECK(qns_stats_schema(QNS_STATS_PROVIDER_NETFILTER, 0, &v));
         CHECK_STR(v.name, "packets-tx");
-        CHECK(!v.instant);
+        CHECK_EQ(v.kind, QNS_STAT_KIND_CUMULATIVE);
         CHECK_EQ(v.unit, QNS_STAT_UNIT_NONE);
         CHECK(qns_stats_schema(QNS_STATS_PROVIDER_NETFILTER, 2, &v));
         CHECK_STR(v.name, "bytes-tx");
@@ -1778,14 +1837,19 @@ static void test_snapshots_objects_and_schemas(void)
         for (n = 0; qns_stats_schema(QNS_STATS_PROVIDER_NETFILTER, n, &v);
              n++) {
             if (strcmp(v.name, "hold-time") == 0) {
+                CHECK_EQ(v.kind, QNS_STAT_KIND_LOG2_HISTOGRAM);
                 CHECK_EQ(v.unit, QNS_STAT_UNIT_SECONDS);
                 CHECK_EQ(v.exponent, -6);
             }
+            if (strcmp(v.name, "hold-time-sum") == 0) {
+                CHECK_EQ(v.kind, QNS_STAT_KIND_CUMULATIVE);
+                CHECK_EQ(v.unit, QNS_STAT_UNIT_SECONDS);
+            }
             if (strcmp(v.name, "buffered-packets") == 0) {
-                CHECK(v.instant);
+                CHECK_EQ(v.kind, QNS_STAT_KIND_INSTANT);
             }
         }
-        CHECK_EQ(n, 32);
+        CHECK_EQ(n, 34);
         CHECK(qns_stats_schema(QNS_STATS_PROVIDER_COLO_COMPARE, 0, &v));
         CHECK_STR(v.name, "primary-packets");
         CHECK(!qns_stats_schema(QNS_STATS_PROVIDER_COLO_COMPARE, 1000, &v));
