@@ -51,9 +51,40 @@ def counters(q, name):
     return {c["name"]: (c["packets"], c["bytes"]) for c in s["counters"]}
 
 
-# How often and how long a sender was held depends on the kernel's socket
-# buffers and the scheduler: checked by assert_held, not pinned.
-HOLD_COUNTERS = ("held", "hold-time")
+# How often a sender was held depends on the kernel's socket buffers and the
+# scheduler: checked by assert_held, not pinned.
+HOLD_COUNTERS = ("held",)
+
+# Buckets of a duration's log2 histogram in query-stats.
+BUCKETS = 28
+
+
+def duration(q, name, stat, provider="netfilter"):
+    """A duration of filter (or colo-compare object) `name` from query-stats:
+    its log2 histogram (a list of BUCKETS) and the sum of its µs."""
+    results = q.command("query-stats", target="netfilter",
+                        providers=[{"provider": provider, "names": [stat, f"{stat}-sum"]}])
+    (values,) = [{s["name"]: s["value"] for s in r["stats"]} for r in results
+                 if r["qom-path"] == f"/objects/{name}"]
+    return values[stat], values[f"{stat}-sum"]
+
+
+def histogram_bucket(us):
+    """The bucket of a duration of `us` µs: 0 for 0, i for [2^(i-1), 2^i)."""
+    return min(int(us).bit_length(), BUCKETS - 1)
+
+
+def assert_histogram(buckets, total, events, shortest_us=0, longest_us=None):
+    """`events` durations, each from `shortest_us` to `longest_us` (no bound
+    if None), that add up to `total` µs, as their buckets allow."""
+    assert len(buckets) == BUCKETS and sum(buckets) == events, buckets
+    assert not any(buckets[:histogram_bucket(shortest_us)]), (buckets, shortest_us)
+    if longest_us is not None:
+        assert not any(buckets[histogram_bucket(longest_us) + 1:]), (buckets, longest_us)
+    used = [i for i, n in enumerate(buckets) if n]
+    low = sum(buckets[i] * (1 << (i - 1)) for i in used if i)
+    high = sum(buckets[i] * ((1 << i) - 1) for i in used if i < BUCKETS - 1)
+    assert low <= total and (buckets[-1] or total <= high), (buckets, total)
 
 
 def wait_counters(q, name, timeout=5.0, **expected):
@@ -196,13 +227,15 @@ def drain_outdev(q, frames=STALL_FRAMES, sock=None):
 
 def assert_held(q, name, frame_len, held_for):
     """The filter held its sender, and every hold has ended: `held` counts
-    frames of `frame_len` bytes, each hold in `hold-time` ended, and the
-    senders were held `held_for` seconds at least, in all."""
+    frames of `frame_len` bytes, each hold is in the `hold-time` histogram,
+    and the senders were held `held_for` seconds at least, in all."""
     c = counters(q, name)
-    (frames, frames_bytes), (holds, micros) = c["held"], c["hold-time"]
+    (frames, frames_bytes) = c["held"]
     assert frames >= 1 and frames_bytes == frames * frame_len, c
-    assert 1 <= holds <= frames, c
-    assert micros >= held_for * 1e6, c
+    buckets, micros = duration(q, name, "hold-time")
+    assert 1 <= sum(buckets) <= frames, (c, buckets)
+    assert_histogram(buckets, micros, sum(buckets))
+    assert micros >= held_for * 1e6, (c, micros)
 
 
 def drain_and_check(q, sender, frames, direction="tx", held_for=0.3):

@@ -26,25 +26,29 @@ it is switched off, which releases them to w0 and d0 and out on the wire.
 import os
 import time
 
-from helpers import assert_alive, start_qemu
+from helpers import BUCKETS, assert_alive, assert_histogram, start_qemu
 from qemu import TCP_SYN, frame, read_frame, tcp_frame, udp_frame
 
 SNAPLEN = 100
 
 # Each counter's shape (src/counters.rs), which gives its query-stats values.
 EVENTS = {"connections", "closed"}          # NAME (= packets; bytes always 0)
-DURATIONS = {"hold-time"}                   # NAME-count (= packets), NAME (= bytes, us)
 # Everything else is frames: NAME-packets (= packets), NAME-bytes (= bytes).
 
-# The counters each filter type reports, in its order.
+# The counters each filter type reports in query-netfilter-stats, in its order.
 TYPE_COUNTERS = {
-    "filter-mirror": ["outdev", "outdev-errors", "held", "hold-time"],
-    "filter-redirector": ["indev", "outdev", "indev-errors", "outdev-errors", "held",
-                          "hold-time"],
+    "filter-mirror": ["outdev", "outdev-errors", "held"],
+    "filter-redirector": ["indev", "outdev", "indev-errors", "outdev-errors", "held"],
     "filter-buffer": ["released", "dropped", "buffered"],
     "filter-rewriter": ["connections", "rewritten", "closed"],
     "filter-dump": ["written", "truncated", "write-errors"],
 }
+# And the durations it reports in query-stats alone, after those: NAME, a
+# log2 histogram of microseconds, and NAME-sum.
+TYPE_DURATIONS = {"filter-mirror": ["hold-time"], "filter-redirector": ["hold-time"],
+                  "filter-buffer": ["delay"]}
+DURATIONS = {d for ds in TYPE_DURATIONS.values() for d in ds}
+NO_EVENTS = ([0] * BUCKETS, 0)                # an empty histogram, and its sum
 DIRECTION_VALUES = ["packets-tx", "packets-rx", "bytes-tx", "bytes-rx"]
 INSTANT = {"buffered-packets", "buffered-bytes", "connections"}
 
@@ -53,19 +57,22 @@ def value_names(counter):
     if counter in EVENTS:
         return [counter]
     if counter in DURATIONS:
-        return [f"{counter}-count", counter]
+        return [counter, f"{counter}-sum"]
     return [f"{counter}-packets", f"{counter}-bytes"]
 
 
 # Every value a netfilter result can hold.
 ALL_VALUES = set(DIRECTION_VALUES) | {
-    v for counters in TYPE_COUNTERS.values() for c in counters for v in value_names(c)}
+    v for counters in [*TYPE_COUNTERS.values(), *TYPE_DURATIONS.values()]
+    for c in counters for v in value_names(c)}
 
 
 def expected_schema_value(name):
     """What query-stats-schemas says of one netfilter value."""
     v = {"name": name, "type": "instant" if name in INSTANT else "cumulative", "exponent": 0}
     if name in DURATIONS:
+        v.update(type="log2-histogram", unit="seconds", base=10, exponent=-6)
+    elif name.removesuffix("-sum") in DURATIONS:
         v.update(unit="seconds", base=10, exponent=-6)
     elif name.endswith("-bytes") or name.startswith("bytes-"):
         v["unit"] = "bytes"
@@ -190,8 +197,9 @@ def netfilter_results(results):
     return [r for r in results if r["provider"] == "netfilter"]
 
 
-def mapped_values(e):
-    """The query-stats values of one query-netfilter-stats entry."""
+def mapped_values(e, durations):
+    """The query-stats values of one query-netfilter-stats entry, and its
+    type's durations: {name: (buckets, sum)}, NO_EVENTS where not given."""
     values = [(name, e[name]) for name in DIRECTION_VALUES]
     for c in e["counters"]:
         name, packets, bytes_ = c["name"], c["packets"], c["bytes"]
@@ -200,19 +208,26 @@ def mapped_values(e):
             values.append((name, packets))
         else:
             values += zip(value_names(name), (packets, bytes_))
+    for name in TYPE_DURATIONS.get(e["type"], []):
+        values += zip(value_names(name), durations.get(name, NO_EVENTS))
     return values
 
 
-def mapped_result(e, names=None):
-    stats = [{"name": n, "value": v} for n, v in mapped_values(e) if names is None or n in names]
+def mapped_result(e, names=None, durations=None):
+    stats = [{"name": n, "value": v} for n, v in mapped_values(e, durations or {})
+             if names is None or n in names]
     return {"provider": "netfilter", "qom-path": f"/objects/{e['name']}", "stats": stats}
 
 
-def mapped_results(entries, names=None):
+def mapped_results(entries, names=None, durations=None):
     """query-stats' netfilter results for this query-netfilter-stats list
-    (with a names filter: only those values, and no result left empty)."""
-    results = [mapped_result(e, names) for e in entries]
+    (with a names filter: only those values, and no result left empty);
+    `durations` gives some filters' durations: {filter: {name: (buckets,
+    sum)}}, no events in the others."""
+    durations = durations or {}
+    results = [mapped_result(e, names, durations.get(e["name"])) for e in entries]
     return [r for r in results if r["stats"]]
+
 
 
 def snapshot(q, **args):
@@ -254,8 +269,10 @@ def test_query_stats_matches_query_netfilter_stats(tmp_path):
     with start_chain(tmp_path) as q:
         schemas = all_schemas(q)
         send_tx(q, tx)
+        queued_from = time.monotonic()
         send_rx(q, rx)
         wait_netfilter_stats(q, expected_chain(tx, rx, released=False))
+        queued_by = time.monotonic()
         entries, results = snapshot(q)
         assert entries == expected_chain(tx, rx, released=False)
         assert netfilter_results(results) == mapped_results(entries)
@@ -267,8 +284,8 @@ def test_query_stats_matches_query_netfilter_stats(tmp_path):
         assert (by_path["/objects/m0"]["packets-tx"], by_path["/objects/m0"]["bytes-tx"],
                 by_path["/objects/m0"]["outdev-packets"], by_path["/objects/m0"]["outdev-bytes"]) \
             == (4, 1775, 4, 1775)
-        assert (by_path["/objects/m0"]["hold-time-count"], by_path["/objects/m0"]["hold-time"]) \
-            == (0, 0)
+        assert (by_path["/objects/m0"]["hold-time"], by_path["/objects/m0"]["hold-time-sum"]) \
+            == NO_EVENTS
         assert (by_path["/objects/b0"]["packets-rx"], by_path["/objects/b0"]["bytes-rx"],
                 by_path["/objects/b0"]["buffered-packets"],
                 by_path["/objects/b0"]["buffered-bytes"]) == (3, 418, 3, 418)
@@ -283,16 +300,23 @@ def test_query_stats_matches_query_netfilter_stats(tmp_path):
                 by_path["/objects/d0"]["truncated-packets"],
                 by_path["/objects/d0"]["truncated-bytes"]) == (4, 360, 2, 1 + 1414)
 
-        # b0 switched off releases what it holds, to w0, d0 and the wire
+        # b0 switched off releases what it holds, to w0, d0 and the wire,
+        # each frame after the time it waited (delay)
+        released_from = time.monotonic()
         q.command("qom-set", path="/objects/b0", property="status", value="off")
+        released_by = time.monotonic()
         for f in rx:
             assert read_frame(q.netdev_peer)[0] == f
         wait_netfilter_stats(q, expected_chain(tx, rx, released=True))
         entries, results = snapshot(q)
-        assert netfilter_results(results) == mapped_results(entries)
-        assert_in_schema_order(results, schemas)
         by_path = {r["qom-path"]: dict((s["name"], s["value"]) for s in r["stats"])
                    for r in netfilter_results(results)}
+        delay = (by_path["/objects/b0"]["delay"], by_path["/objects/b0"]["delay-sum"])
+        assert_histogram(*delay, events=len(rx), shortest_us=(released_from - queued_by) * 1e6,
+                         longest_us=(released_by - queued_from) * 1e6)
+        assert netfilter_results(results) == mapped_results(entries,
+                                                            durations={"b0": {"delay": delay}})
+        assert_in_schema_order(results, schemas)
         assert (by_path["/objects/b0"]["released-packets"],
                 by_path["/objects/b0"]["released-bytes"],
                 by_path["/objects/b0"]["buffered-packets"],
@@ -375,7 +399,8 @@ def test_names_providers_and_targets(tmp_path):
             {"provider": "netfilter", "qom-path": f"/objects/{n}",
              "stats": [{"name": "outdev-bytes", "value": v}]}
             for n, v in [("m0", sum(map(len, tx))), ("r0", sum(map(len, tx))), ("r1", 0)]]
-        assert by_names("hold-time-count") == mapped_results(entries, {"hold-time-count"})
+        assert by_names("hold-time-sum") == mapped_results(entries, {"hold-time-sum"})
+        assert [r["qom-path"] for r in by_names("delay")] == ["/objects/b0"]
         assert by_names("nope") == []
         assert by_names() == []
         # a colo-compare name asked of the netfilter provider: nothing
@@ -458,6 +483,13 @@ def hmp_unit(v):
     raise AssertionError(f"unexpected unit {v}")
 
 
+def hmp_value(value):
+    """How info stats prints a value: a number, or each bucket from [1]."""
+    if isinstance(value, list):
+        return "".join(f"[{i}]={n} " for i, n in enumerate(value, 1))
+    return str(value)
+
+
 def hmp_text(results, schemas, show_provider=True):
     """What info stats netfilter prints for these query-stats results."""
     lines = []
@@ -468,7 +500,7 @@ def hmp_text(results, schemas, show_provider=True):
         lines.append(f"  {r['qom-path']}")
         for s in r["stats"]:
             v = schema_of[s["name"]]
-            lines.append(f"    {s['name']} ({v['type']}{hmp_unit(v)}): {s['value']}")
+            lines.append(f"    {s['name']} ({v['type']}{hmp_unit(v)}): {hmp_value(s['value'])}")
     return "".join(line + "\r\n" for line in lines)
 
 
@@ -479,13 +511,14 @@ def test_hmp_info_stats(tmp_path):
         send_rx(q, rx)
         wait_netfilter_stats(q, expected_chain(tx, rx, released=False))
         # the exact text, for a few values (c0 has connections too)
+        NO_HOLDS = hmp_value([0] * BUCKETS)
         assert q.hmp("info stats netfilter hold-time,connections,truncated-bytes") == (
             "provider: colo-compare\r\n"
             "  /objects/c0\r\n"
             "    connections (instant): 0\r\n"
             "provider: netfilter\r\n"
             "  /objects/m0\r\n"
-            "    hold-time (cumulative, us): 0\r\n"
+            f"    hold-time (log2-histogram, us): {NO_HOLDS}\r\n"
             "provider: netfilter\r\n"
             "  /objects/d0\r\n"
             "    truncated-bytes (cumulative, B): 1415\r\n"
@@ -494,10 +527,10 @@ def test_hmp_info_stats(tmp_path):
             "    connections (instant): 0\r\n"
             "provider: netfilter\r\n"
             "  /objects/r0\r\n"
-            "    hold-time (cumulative, us): 0\r\n"
+            f"    hold-time (log2-histogram, us): {NO_HOLDS}\r\n"
             "provider: netfilter\r\n"
             "  /objects/r1\r\n"
-            "    hold-time (cumulative, us): 0\r\n"
+            f"    hold-time (log2-histogram, us): {NO_HOLDS}\r\n"
         )
         assert q.hmp("info stats netfilter packets-tx,bytes-tx,buffered-bytes netfilter") == (
             "  /objects/m0\r\n"
