@@ -24,7 +24,10 @@ import time
 
 import pytest
 
-from helpers import assert_alive, assert_quiet, payload, start_qemu, wait_connected
+from helpers import (
+    BUCKETS, assert_alive, assert_histogram, assert_quiet, histogram_bucket, payload,
+    start_qemu, wait_connected,
+)
 from qemu import (
     CLIENT_MAC, GUEST_MAC, TCP_ACK, TCP_PSH, frame, ipv4_frame, read_frame, tcp_frame,
     udp_frame,
@@ -44,8 +47,13 @@ NAMES = [*_pair("primary"), *_pair("secondary"), *_pair("released"),
          *_pair("primary-dropped"), *_pair("secondary-dropped"),
          *_pair("unsupported"), *_pair("send-errors"),
          *_pair("primary-queued"), *_pair("secondary-queued"), "connections",
-         *_pair("primary-in-errors"), *_pair("secondary-in-errors")]
+         *_pair("primary-in-errors"), *_pair("secondary-in-errors"),
+         "release-latency", "release-latency-sum", "checkpoint-requests"]
 INSTANT = {*_pair("primary-queued"), *_pair("secondary-queued"), "connections"}
+# A log2 histogram of microseconds, and their sum.
+LATENCY = ("release-latency", "release-latency-sum")
+MISCOMPARES = ["miscompare-tcp", "miscompare-udp", "miscompare-icmp", "miscompare-other",
+               "miscompare-timeout"]
 
 
 # Frames --------------------------------------------------------------------
@@ -119,9 +127,12 @@ def cc_stats(q):
 
 
 def want(**counts):
-    """A whole expected result: keywords (_ for -) are a frame counter's
-    (packets, bytes) or an event counter's value; the rest are 0."""
+    """A whole expected result but the release latencies: keywords (_ for -)
+    are a frame counter's (packets, bytes) or an event counter's value; the
+    rest are 0, and checkpoint-requests adds up the miscompares."""
     out = dict.fromkeys(NAMES, 0)
+    for name in LATENCY:
+        del out[name]
     for name, value in counts.items():
         name = name.replace("_", "-")
         if isinstance(value, tuple):
@@ -129,15 +140,23 @@ def want(**counts):
         else:
             assert name in out, name
             out[name] = value
+    out["checkpoint-requests"] = sum(out[m] for m in MISCOMPARES)
     return out
 
 
 def wait_stats(q, expected, timeout=20.0):
+    """Wait until cc0's values are `expected` (from want()), and its release
+    latencies count every released packet, each once."""
     deadline = time.monotonic() + timeout
-    while (got := cc_stats(q)) != expected and time.monotonic() < deadline:
+    while True:
+        got = cc_stats(q)
+        latency = [got.pop(name) for name in LATENCY]
+        if got == expected or time.monotonic() > deadline:
+            break
         time.sleep(0.02)
     assert got == expected
-    return got
+    assert_histogram(*latency, events=got["released-packets"])
+    return got | dict(zip(LATENCY, latency))
 
 
 def wait_value(q, name, value, timeout=20.0):
@@ -195,6 +214,38 @@ def test_equal_streams_are_released():
         assert_alive(q)
 
 
+LAG_S = 0.09  # 90 ms: bucket 17, [65536, 131072) µs
+
+
+def test_release_latency_is_the_secondary_lag():
+    """Each secondary twin sent LAG_S after colo-compare read its primary
+    packet: every release waited LAG_S and a little more, and is in the
+    bucket of LAG_S (the test measures each wait's bounds too)."""
+    frames = [udp_frame(1000 + i, payload(100 + i, i)) for i in range(8)]
+    shortest, longest = float("inf"), 0.0
+    with start() as q:
+        for i, f in enumerate(frames):
+            sent = time.monotonic()
+            send(q, "pri", [f])
+            wait_value(q, "primary-packets", i + 1)
+            read_by = time.monotonic()
+            time.sleep(LAG_S)
+            twin_at = time.monotonic()
+            send(q, "sec", [f])
+            assert read_frames(q, 1) == [f]
+            longest = max(longest, time.monotonic() - sent)
+            shortest = min(shortest, twin_at - read_by)
+        got = wait_stats(q, want(primary=tally(frames), secondary=tally(frames),
+                                 released=tally(frames), connections=len(frames)))
+        buckets, total = got["release-latency"], got["release-latency-sum"]
+        assert_histogram(buckets, total, len(frames), shortest * 1e6, longest * 1e6)
+        lag_bucket = histogram_bucket(LAG_S * 1e6)
+        assert buckets == [len(frames) if i == lag_bucket else 0 for i in range(BUCKETS)], \
+            (buckets, shortest, longest)
+        assert total >= len(frames) * LAG_S * 1e6
+        assert_alive(q)
+
+
 def test_miscompares_request_checkpoints_and_a_checkpoint_flushes():
     # per protocol: one primary packet, then secondary packets that differ
     # from it, each a miscompare
@@ -210,13 +261,16 @@ def test_miscompares_request_checkpoints_and_a_checkpoint_flushes():
     secondaries = [s for _, ss in cases.values() for s in ss]
     miscompares = {f"miscompare_{proto}": len(ss) for proto, (_, ss) in cases.items()}
     with start() as q:
+        requests = 0
         for i, (p, ss) in enumerate(cases.values()):
             send(q, "pri", [p])
             wait_value(q, "primary-packets", i + 1)
             for s in ss:
                 send(q, "sec", [s])
                 read_checkpoint_request(q)
+                requests += 1
         assert_quiet(q.socks["nd"])
+        assert cc_stats(q)["checkpoint-requests"] == requests == len(secondaries)
         assert_quiet(q.socks["ccout"])
         counts = dict(primary=tally(primaries), secondary=tally(secondaries),
                       connections=len(cases), **miscompares)
@@ -242,8 +296,9 @@ def test_timeout_requests_a_checkpoint_each_scan():
         wait_value(q, "secondary-queued-packets", 0)
         # requests made before the flush may still be on their way; none after
         requests = 1 + drain_checkpoint_requests(q)
-        wait_stats(q, want(primary=tally([p]), secondary=tally([s]), released=tally([p]),
-                           miscompare_timeout=requests, connections=2))
+        got = wait_stats(q, want(primary=tally([p]), secondary=tally([s]), released=tally([p]),
+                                 miscompare_timeout=requests, connections=2))
+        assert got["checkpoint-requests"] == requests
 
 
 def test_full_queues_drop():
@@ -340,6 +395,9 @@ def test_schema_and_hmp():
         for v in schema["stats"]:
             unit = {"unit": "bytes"} if v["name"].endswith("-bytes") else {}
             kind = "instant" if v["name"] in INSTANT else "cumulative"
+            if v["name"] in LATENCY:
+                unit = {"unit": "seconds", "base": 10, "exponent": -6}
+                kind = "log2-histogram" if v["name"] == "release-latency" else kind
             assert v == {"name": v["name"], "type": kind, "exponent": 0, **unit}
         send(q, "sec", equal)
         wait_value(q, "secondary-packets", len(equal))
@@ -348,9 +406,15 @@ def test_schema_and_hmp():
         values = wait_stats(q, want(primary=tally(equal + [lone]), secondary=tally(equal),
                                     released=tally(equal), primary_queued=tally([lone]),
                                     connections=4))
-        lines = [f"    {name} ({'instant' if name in INSTANT else 'cumulative'}"
-                 f"{', B' if name.endswith('-bytes') else ''}): {values[name]}"
-                 for name in NAMES]
+        def hmp(name):
+            value = values[name]
+            if name == "release-latency":
+                text = "".join(f"[{i}]={n} " for i, n in enumerate(value, 1))
+                return f"    {name} (log2-histogram, us): {text}"
+            unit = ", B" if name.endswith("-bytes") else ", us" if name in LATENCY else ""
+            return f"    {name} ({'instant' if name in INSTANT else 'cumulative'}{unit}): {value}"
+
+        lines = [hmp(name) for name in NAMES]
         assert lines[0] == "    primary-packets (cumulative): 4"
         assert q.hmp("info stats netfilter * colo-compare").splitlines() == \
             ["  /objects/cc0", *lines]
@@ -388,6 +452,7 @@ def test_exact_while_read_during_traffic():
         queued = {*_pair("primary-queued"), *_pair("secondary-queued")}
         moving = {*_pair("primary"), *_pair("secondary"), *_pair("released"), *queued,
                   "connections"}
+        moving |= set(LATENCY)
         for before, after in zip(samples, samples[1:]):
             for name in NAMES:
                 if name not in queued:
@@ -395,6 +460,10 @@ def test_exact_while_read_during_traffic():
         for s in samples:
             assert s["primary-queued-packets"] <= n and s["secondary-queued-packets"] <= n, s
             assert all(s[name] == 0 for name in NAMES if name not in moving), s
+            # a release is counted, then put in the histogram, which is
+            # read after the count: it has every release but the last one
+            # counted, and those released since
+            assert sum(s["release-latency"]) >= s["released-packets"] - 1, s
         assert any(0 < s["released-packets"] < n for s in samples), "no read during traffic"
         assert got == frames
         wait_stats(q, want(primary=tally(frames), secondary=tally(frames),

@@ -14,7 +14,12 @@ import threading
 
 import pytest
 
-from helpers import assert_alive, counters, log_lines, payload, start_qemu, wait_counters
+import time
+
+from helpers import (
+    BUCKETS, assert_alive, assert_histogram, counters, duration, histogram_bucket, log_lines,
+    payload, start_qemu, wait_counters,
+)
 from qemu import (
     TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Qemu, frame, read_frame, tcp_frame, udp_frame,
 )
@@ -34,15 +39,29 @@ BUFFER_CHAIN = [
 ]
 
 
+HELD_S = 0.2  # 200 ms: bucket 18, [131072, 262144) µs
+
+
 def test_buffer_holds_then_releases_everything():
+    """Held HELD_S, then released: each frame's delay is in HELD_S's bucket."""
     frames = [payload(n, i) for i, n in enumerate([60, 1514, 9000])]
     with start_qemu(BUFFER_CHAIN, ["out0"]) as q:
+        sent = time.monotonic()
         for p in frames:
             q.netdev_peer.sendall(frame(p))
         wait_counters(q, "b0", buffered=total(frames))
+        queued_by = time.monotonic()
+        time.sleep(HELD_S)
+        release_at = time.monotonic()
         q.command("qom-set", path="/objects/b0", property="status", value="off")
+        released_by = time.monotonic()
         assert counters(q, "b0") == {"released": total(frames), "dropped": (0, 0),
                                      "buffered": (0, 0)}
+        buckets, waited = duration(q, "b0", "delay")
+        assert_histogram(buckets, waited, len(frames), (release_at - queued_by) * 1e6,
+                         (released_by - sent) * 1e6)
+        held_bucket = histogram_bucket(HELD_S * 1e6)
+        assert buckets == [len(frames) if i == held_bucket else 0 for i in range(BUCKETS)]
         for p in frames:
             assert read_frame(q.socks["out0"])[0] == p
         wait_counters(q, "r0", outdev=total(frames))
@@ -87,6 +106,9 @@ def test_buffer_counts_what_the_receiver_drops_as_dropped():
         both = first + second
         assert counters(q, "b0") == {"released": total(both[:10000]),
                                      "dropped": total(both[10000:]), "buffered": (0, 0)}
+        # a delay for each frame released, none for those dropped
+        buckets, waited = duration(q, "b0", "delay")
+        assert_histogram(buckets, waited, 10000)
 
 
 @pytest.mark.skipif(not (os.geteuid() == 0 and os.path.exists("/dev/net/tun"))
