@@ -19,6 +19,9 @@ DEBIAN_PACKAGES=(
     valgrind perl
     # the test guest's initramfs (scripts/build-guest.sh); tap devices
     cpio iproute2
+    # the live view's Prometheus file: checked with promtool, scraped by
+    # node_exporter's textfile collector in the tests
+    prometheus prometheus-node-exporter
 )
 
 missing=()

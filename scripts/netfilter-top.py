@@ -6,16 +6,20 @@
 
 Every interval it reads QMP `query-stats` (target netfilter; types and units
 from `query-stats-schemas`) and `query-netfilter-stats` (each filter's netdev
-and type), and shows every counter with its rate per second. A QEMU whose
-query-stats has no netfilter target is read through query-netfilter-stats
-alone. --json prints one JSON object per refresh and line; --prometheus FILE
-rewrites FILE (atomically) for node_exporter's textfile collector.
+and type), and shows every counter with its rate per second, and for each
+log2 histogram (colo-compare's release-latency, the holds' hold-time,
+filter-buffer's delay) how many events it counted and their p50, p99 and
+max. A QEMU whose query-stats has no netfilter target is read through
+query-netfilter-stats alone. --json prints one JSON object per refresh and
+line; --prometheus FILE rewrites FILE (atomically) for node_exporter's
+textfile collector, a histogram as a Prometheus histogram in seconds.
 """
 
 import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import stat
@@ -43,6 +47,7 @@ class Obj:
     netdev: str | None
     values: dict        # stat name -> integer, as QEMU reports it
     schema: dict        # stat name -> query-stats-schemas entry
+    histograms: dict = field(default_factory=dict)  # stat name -> its buckets
     rates: dict = field(default_factory=dict)  # cumulative stat -> per second or None
 
     @property
@@ -53,7 +58,14 @@ class Obj:
         out = {"name": self.name, "qom-path": self.qom_path, "kind": self.kind}
         if self.provider == "netfilter":
             out["netdev"] = self.netdev
-        return out | {"values": self.values, "rates": self.rates}
+        histograms = {}
+        for name, buckets in self.histograms.items():
+            stats = summary(buckets, self.schema.get(name, {}))
+            # JSON has no infinity: the last bucket's bound, as Prometheus writes it
+            histograms[name] = {"buckets": buckets} | {
+                k: "+Inf" if isinstance(v, float) and math.isinf(v) else v
+                for k, v in stats.items()}
+        return out | {"values": self.values, "rates": self.rates, "histograms": histograms}
 
 
 def fallback_values(f):
@@ -111,13 +123,41 @@ class Source:
         objs = []
         for entry in stats:
             provider, path = entry["provider"], entry["qom-path"]
-            # Histograms (lists) have no single value to show or rate.
             values = {s["name"]: s["value"] for s in entry["stats"] if isinstance(s["value"], int)}
+            histograms = {s["name"]: s["value"] for s in entry["stats"]
+                          if isinstance(s["value"], list)}
             f = filters.get(path.rsplit("/", 1)[-1], {}) if provider == "netfilter" else {}
             kind = f.get("type") if provider == "netfilter" else provider
             objs.append(Obj(provider, path, kind, f.get("netdev"), values,
-                            self.schemas.get(provider, {})))
+                            self.schemas.get(provider, {}), histograms))
         return objs
+
+
+def bucket_bounds(buckets, schema):
+    """The largest value each bucket of a log2 histogram holds, in the
+    stat's base unit (QEMU's log2-histogram of integers: bucket 0 holds 0,
+    bucket i holds [2^(i-1), 2^i - 1]); the last bucket has no bound."""
+    return [in_base_unit(2 ** i - 1, schema) for i in range(len(buckets) - 1)] + [math.inf]
+
+
+def quantile(buckets, schema, q):
+    """At most what the q-quantile of the events is (the bound of its
+    bucket), in the base unit; None with no events."""
+    count = sum(buckets)
+    if not count:
+        return None
+    rank, seen = math.ceil(q * count), 0
+    for n, bound in zip(buckets, bucket_bounds(buckets, schema)):
+        seen += n
+        if seen >= rank:
+            return bound
+    raise AssertionError("unreachable")
+
+
+def summary(buckets, schema):
+    """count, and p50, p99 and max (at most, in the base unit) of a histogram."""
+    return {"count": sum(buckets), "p50": quantile(buckets, schema, 0.5),
+            "p99": quantile(buckets, schema, 0.99), "max": quantile(buckets, schema, 1.0)}
 
 
 def is_cumulative(obj, stat_name):
@@ -148,20 +188,32 @@ def in_base_unit(value, schema):
 
 
 def fmt(x):
+    if x is None:
+        return "-"
     if isinstance(x, int):
         return str(x)
+    if math.isinf(x):
+        return "inf"
     return f"{x:.1f}" if x == 0 or abs(x) >= 1 else f"{x:.3g}"
 
 
 def table(objs, header):
     rows = [("ID", "KIND", "NETDEV", "STAT", "VALUE", "UNIT", "RATE/s")]
     for obj in objs:
-        for i, (name, value) in enumerate(obj.values.items()):
+        stats = []  # (stat, value, unit, rate), each in its base unit
+        for name, value in obj.values.items():
             schema = obj.schema.get(name, {})
             rate = obj.rates.get(name)
             rate_text = "" if name not in obj.rates else "-" if rate is None else fmt(in_base_unit(rate, schema))
-            ident = (obj.name, obj.kind or "?", obj.netdev or "") if i == 0 else ("", "", "")
-            rows.append(ident + (name, fmt(in_base_unit(value, schema)), schema.get("unit", ""), rate_text))
+            stats.append((name, fmt(in_base_unit(value, schema)), schema.get("unit", ""), rate_text))
+        for name, buckets in obj.histograms.items():
+            schema = obj.schema.get(name, {})
+            s = summary(buckets, schema)
+            stats.append((f"{name} count", str(s["count"]), "", ""))
+            stats += [(f"{name} {p} <=", fmt(s[p]), schema.get("unit", ""), "")
+                      for p in ("p50", "p99", "max")]
+        ident = (obj.name, obj.kind or "?", obj.netdev or "")
+        rows += [(ident if i == 0 else ("", "", "")) + stat for i, stat in enumerate(stats)]
     if len(rows) == 1:
         return f"{header}\n(no network filters or colo-compare objects)\n"
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
@@ -190,17 +242,37 @@ def label_value(text):
 
 def prometheus(objs):
     families = {}  # metric name -> its lines; a family's samples stay together
+
+    def family(name, metric_type, stat_name, provider):
+        return families.setdefault(name, [
+            f"# HELP {name} QEMU {provider} statistic {stat_name}",
+            f"# TYPE {name} {metric_type}"])
+
     for obj in objs:
         labels = {"id": obj.name}
         if obj.provider == "netfilter":
             labels |= {"type": obj.kind, "netdev": obj.netdev}
         label_text = ",".join(f'{k}="{label_value(v)}"' for k, v in labels.items() if v is not None)
+        sums = {f"{h}-sum" for h in obj.histograms}
         for stat_name, value in obj.values.items():
+            if stat_name in sums:
+                continue  # the _sum of its histogram
             name, metric_type = metric(obj, stat_name)
-            family = families.setdefault(name, [
-                f"# HELP {name} QEMU {obj.provider} statistic {stat_name}",
-                f"# TYPE {name} {metric_type}"])
-            family.append(f"{name}{{{label_text}}} {in_base_unit(value, obj.schema.get(stat_name, {}))}")
+            family(name, metric_type, stat_name, obj.provider).append(
+                f"{name}{{{label_text}}} {in_base_unit(value, obj.schema.get(stat_name, {}))}")
+        for stat_name, buckets in obj.histograms.items():
+            buckets = buckets or [0]  # a histogram has its +Inf bucket
+            schema = obj.schema.get(stat_name, {})
+            name, _ = metric(obj, stat_name)
+            lines = family(name, "histogram", stat_name, obj.provider)
+            cumulative = 0
+            for n, bound in zip(buckets, bucket_bounds(buckets, schema)):
+                cumulative += n
+                le = "+Inf" if math.isinf(bound) else repr(float(bound))
+                lines.append(f'{name}_bucket{{{label_text},le="{le}"}} {cumulative}')
+            total = obj.values.get(f"{stat_name}-sum", 0)
+            lines.append(f"{name}_sum{{{label_text}}} {in_base_unit(total, schema)}")
+            lines.append(f"{name}_count{{{label_text}}} {cumulative}")
     return "".join(line + "\n" for lines in families.values() for line in lines)
 
 

@@ -29,12 +29,12 @@ def wait_connected(q, name, connected=True, timeout=10.0):
 
 
 
-def start_qemu(objects, chardevs=(), connect=None, **kwargs):
-    """QEMU running `objects` (each an -object argument) with the chardevs
-    in `connect` (all of `chardevs` by default) connected: their sockets
-    are q.socks[name]."""
-    q = Qemu(chardevs=chardevs, extra_args=[a for o in objects for a in ("-object", o)],
-             **kwargs)
+def start_qemu(objects, chardevs=(), connect=None, extra_args=(), **kwargs):
+    """QEMU running `objects` (each an -object argument, after
+    `extra_args`) with the chardevs in `connect` (all of `chardevs` by
+    default) connected: their sockets are q.socks[name]."""
+    q = Qemu(chardevs=chardevs,
+             extra_args=[*extra_args, *(a for o in objects for a in ("-object", o))], **kwargs)
     try:
         q.socks = {}
         for name in chardevs if connect is None else connect:

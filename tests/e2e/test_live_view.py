@@ -18,16 +18,22 @@ QMP command, read by the test itself.
 import json
 import os
 import queue
+import re
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 
 import pytest
 
-from helpers import payload, wait_connected
+from helpers import (
+    BUCKETS, duration, histogram_bucket, payload, start_qemu, wait_connected, wait_counters,
+)
 from qemu import REPO, Qemu, frame, read_frame
 
 TOOL = os.path.join(REPO, "scripts", "netfilter-top.py")
@@ -121,6 +127,13 @@ def expected_objects(q):
     return out
 
 
+def expected_histograms(q):
+    """{qom-path: {name: buckets}}: query-stats' histograms."""
+    return {e["qom-path"]: {s["name"]: s["value"] for s in e["stats"]
+                            if isinstance(s["value"], list)}
+            for e in q.command("query-stats", target="netfilter")}
+
+
 def test_json_lines_have_exactly_what_qemu_reports(chain):
     want = expected_objects(chain)
     assert {"/objects/m0", "/objects/r0"} <= set(want)
@@ -130,9 +143,14 @@ def test_json_lines_have_exactly_what_qemu_reports(chain):
         assert line["source"] == ("query-stats" if chain.has_query_stats else "query-netfilter-stats")
         got = {o["qom-path"]: o for o in line["objects"]}
         assert set(got) == set(want)
+        histograms = expected_histograms(chain) if chain.has_query_stats else {}
         for path, (kind, netdev, values, cumulative) in want.items():
             o = got[path]
             assert (o["name"], o["kind"], o["values"]) == (path.rsplit("/", 1)[-1], kind, values)
+            # nothing held, nothing compared: no events, no quantiles
+            assert o["histograms"] == {
+                name: {"buckets": buckets, "count": 0, "p50": None, "p99": None, "max": None}
+                for name, buckets in histograms.get(path, {}).items()}
             assert o.get("netdev", "absent") == (netdev if kind != "colo-compare" else "absent")
             # Rates need two samples; nothing moved between the two.
             assert o["rates"] == {n: rate for n in cumulative}
@@ -140,7 +158,8 @@ def test_json_lines_have_exactly_what_qemu_reports(chain):
 
 def parse_prometheus(text):
     """{metric: (type, {labels: value})}, checking that each family has its
-    HELP and TYPE lines before its samples, and appears once."""
+    HELP and TYPE lines before its samples, and appears once; a histogram's
+    samples are keyed by their suffix and labels ("_bucket{...}")."""
     families, name = {}, None
     for line in text.splitlines():
         if line.startswith("# HELP "):
@@ -153,8 +172,11 @@ def parse_prometheus(text):
         else:
             sample, value = line.split(" ")
             metric, labels = sample.split("{", 1)
-            assert metric == name, line
-            families[name][1]["{" + labels] = value
+            kind = families[name][0]
+            suffix = metric.removeprefix(name)
+            assert metric.startswith(name) and suffix in (
+                ("_bucket", "_sum", "_count") if kind == "histogram" else ("",)), line
+            families[name][1][suffix + "{" + labels] = value
     return families
 
 
@@ -163,9 +185,10 @@ def test_prometheus_file(chain, tmp_path):
     run_json(chain, "--count", "2", "--interval", "0.2", "--prometheus", str(prom))
     assert os.listdir(tmp_path) == ["qemu.prom"]  # the temporary file was renamed
     assert stat.S_IMODE(prom.stat().st_mode) == 0o644
-    m0 = {name: (kind, samples[M0_LABELS])
+    # a histogram's count stands for it (and its NAME-sum is its _sum)
+    m0 = {name: (kind, samples.get(M0_LABELS, samples.get("_count" + M0_LABELS)))
           for name, (kind, samples) in parse_prometheus(prom.read_text()).items()
-          if M0_LABELS in samples}
+          if M0_LABELS in samples or "_count" + M0_LABELS in samples}
     n, size = str(len(FRAMES)), str(sum(map(len, FRAMES)))
     if chain.has_query_stats:
         assert m0["qemu_netfilter_packets_tx_total"] == ("counter", n)
@@ -182,6 +205,146 @@ def test_prometheus_file(chain, tmp_path):
             "qemu_netfilter_outdev_errors_packets_total": ("counter", "0"),
             "qemu_netfilter_outdev_errors_bytes_total": ("counter", "0"),
         }
+
+
+# --- histograms: filter-buffer's delay, known; Prometheus, checked and scraped ---
+
+HELD_S = 0.2  # bucket 18: [131072, 262143] µs, so every quantile is <= 0.262143 s
+
+
+@pytest.fixture(scope="module")
+def delayed():
+    """b0 (filter-buffer) held three frames HELD_S and released them to r0;
+    cc0 compared nothing. The tool gets its own QMP monitor (top)."""
+    frames = [payload(n, i) for i, n in enumerate([60, 1514, 9000])]
+    objects = ["filter-buffer,id=b0,netdev=n0,queue=tx,interval=100000000",
+               "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",
+               "iothread,id=io0",
+               "colo-compare,id=cc0,primary_in=pri,secondary_in=sec,outdev=ccout,iothread=io0"]
+    with start_qemu(objects, ["top", "out0", "pri", "sec", "ccout"], connect=["out0"],
+                    extra_args=["-mon", "chardev=top,mode=control"]) as q:
+        q.top = q.chardev_path("top")
+        for p in frames:
+            q.netdev_peer.sendall(frame(p))
+        wait_counters(q, "b0", buffered=(3, sum(map(len, frames))))
+        time.sleep(HELD_S)
+        q.command("qom-set", path="/objects/b0", property="status", value="off")
+        for p in frames:
+            assert read_frame(q.socks["out0"])[0] == p
+        buckets, _ = duration(q, "b0", "delay")
+        assert buckets[histogram_bucket(HELD_S * 1e6)] == 3, buckets
+        yield q
+
+
+def test_histogram_quantiles(delayed):
+    (line,) = run_json(delayed, "--once")
+    b0 = by_name(line)["b0"]
+    buckets, total = duration(delayed, "b0", "delay")
+    bound = (2 ** histogram_bucket(HELD_S * 1e6) - 1) / 1e6
+    assert b0["histograms"] == {"delay": {"buckets": buckets, "count": 3, "p50": bound,
+                                          "p99": bound, "max": bound}}
+    assert b0["values"]["delay-sum"] == total
+    r = run_tool(delayed.top, "--once")
+    assert (r.returncode, r.stderr) == (0, "")
+    rows = [line.split() for line in r.stdout.splitlines()]
+    for p in ("p50", "p99", "max"):
+        assert ["delay", p, "<=", f"{bound:.3g}", "seconds"] in rows, r.stdout
+    assert ["delay", "count", "3"] in rows
+
+
+def prometheus_samples(text):
+    """{(metric, labels): float} of a Prometheus text exposition, whatever
+    wrote it (node_exporter sorts the labels and adds metrics of its own);
+    labels as a sorted tuple of (name, value), a bucket's `le` as a float."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            sample, value = line.rsplit(" ", 1)
+            metric, _, labels = sample.partition("{")
+            pairs = re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels)
+            labels = tuple(sorted((k, float(v) if k == "le" else v) for k, v in pairs))
+            samples[(metric, labels)] = float(value)
+    return samples
+
+
+def qmp_samples(q):
+    """What the Prometheus file must hold for b0's delay and r0's counters,
+    from QMP's own numbers."""
+    def labels(name, kind, **more):
+        return tuple(sorted({"id": name, "type": kind, "netdev": "n0", **more}.items()))
+
+    b0 = labels("b0", "filter-buffer")
+    buckets, total = duration(q, "b0", "delay")
+    out = {("qemu_netfilter_delay_seconds_sum", b0): total / 1e6,
+           ("qemu_netfilter_delay_seconds_count", b0): sum(buckets)}
+    for i in range(BUCKETS):
+        le = float("inf") if i == BUCKETS - 1 else (2 ** i - 1) / 1e6
+        out[("qemu_netfilter_delay_seconds_bucket", labels("b0", "filter-buffer", le=le))] = \
+            sum(buckets[:i + 1])
+    (r0,) = q.stats("r0")
+    r0_labels = labels("r0", "filter-redirector")
+    out[("qemu_netfilter_packets_tx_total", r0_labels)] = r0["packets-tx"]
+    out[("qemu_netfilter_bytes_tx_total", r0_labels)] = r0["bytes-tx"]
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need(tool):
+    path = shutil.which(tool) or shutil.which(tool, path="/usr/bin:/usr/sbin")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{tool} is not installed (scripts/deps.sh installs it)")
+        pytest.skip(f"{tool} is not installed (scripts/deps.sh installs it)")
+    return path
+
+
+def test_prometheus_histograms_pass_promtool_and_node_exporter(delayed, tmp_path):
+    """The file is valid for promtool, node_exporter's textfile collector
+    serves it, and its histogram and counters are QMP's numbers."""
+    promtool, exporter = need("promtool"), need("prometheus-node-exporter")
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    prom = textfiles / "qemu.prom"
+    run_json(delayed, "--once", "--prometheus", str(prom))
+    text = prom.read_text()
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=60)
+    assert (check.returncode, check.stdout + check.stderr) == (0, ""), text
+    assert "# TYPE qemu_netfilter_delay_seconds histogram" in text
+    assert "# TYPE qemu_colo_compare_release_latency_seconds histogram" in text
+    samples = prometheus_samples(text)
+    want = qmp_samples(delayed)
+    assert {k: samples.get(k) for k in want} == want
+    assert "qemu_netfilter_delay_sum_seconds_total" not in text  # it is the _sum
+
+    port = free_port()
+    proc = subprocess.Popen([exporter, f"--web.listen-address=127.0.0.1:{port}",
+                             "--collector.disable-defaults", "--collector.textfile",
+                             f"--collector.textfile.directory={textfiles}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    scraped = prometheus_samples(r.read().decode())
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "node_exporter did not answer"
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert scraped[("node_textfile_scrape_error", ())] == 0
+    assert {k: scraped.get(k) for k in want} == want
+    ours = {k: v for k, v in samples.items()}
+    assert {k: scraped.get(k) for k in ours} == ours
 
 
 def test_human_view_lists_every_filter(chain):
@@ -400,11 +563,17 @@ def test_query_stats_schema_units_and_recreated_objects(tmp_path):
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     first, second, third = map(by_name, lines)
 
+    # two buckets: 0, then everything from 1 on (no bound: "+Inf")
     assert first["f0"] == {"name": "f0", "qom-path": "/objects/f0", "kind": "filter-redirector",
                            "netdev": "n0", "values": {"packets-tx": 10, "bytes-tx": 1000, "queued": 7},
-                           "rates": {"packets-tx": None, "bytes-tx": None}}
+                           "rates": {"packets-tx": None, "bytes-tx": None},
+                           "histograms": {"sizes": {"buckets": [1, 2], "count": 3, "p50": "+Inf",
+                                                    "p99": "+Inf", "max": "+Inf"}}}
     assert first["cc0"] == {"name": "cc0", "qom-path": "/objects/cc0", "kind": "colo-compare",
-                            "values": {"compare-time": 1500}, "rates": {"compare-time": None}}
+                            "values": {"compare-time": 1500}, "rates": {"compare-time": None},
+                            "histograms": {}}
+    assert third["f1"]["histograms"] == {"sizes": {"buckets": [], "count": 0, "p50": None,
+                                                   "p99": None, "max": None}}
     seconds = lines[1]["timestamp"] - lines[0]["timestamp"]
     assert second["f0"]["rates"] == pytest.approx({"packets-tx": 20 / seconds,
                                                    "bytes-tx": 4000 / seconds}, rel=0.2)
@@ -418,5 +587,8 @@ def test_query_stats_schema_units_and_recreated_objects(tmp_path):
         "qemu_netfilter_packets_tx_total": ("counter", {f0: "2", f1: "1"}),
         "qemu_netfilter_bytes_tx_total": ("counter", {f0: "100", f1: "60"}),
         "qemu_netfilter_queued_bytes": ("gauge", {f0: "0", f1: "0"}),
+        "qemu_netfilter_sizes": ("histogram", {
+            f'_bucket{f0[:-1]},le="+Inf"}}': "0", "_sum" + f0: "0", "_count" + f0: "0",
+            f'_bucket{f1[:-1]},le="+Inf"}}': "0", "_sum" + f1: "0", "_count" + f1: "0"}),
         "qemu_colo_compare_compare_time_seconds_total": ("counter", {'{id="cc0"}': "0.0035"}),
     }
