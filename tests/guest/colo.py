@@ -435,7 +435,8 @@ class Chain:
 
 def colo_counters(query_stats):
     """comp0's counters from query-stats: (packets, bytes) for a frame
-    counter, a count for an event counter (miscompare-*)."""
+    counter, a count for an event counter (miscompare-*), the buckets of
+    release-latency and the sum of its µs (release-latency-sum)."""
     (r,) = [r for r in query_stats if r["qom-path"] == "/objects/comp0"]
     values = {v["name"]: v["value"] for v in r["stats"]}
     out = {}
@@ -489,9 +490,14 @@ def check_chain_adds_up(before, after):
     released = delta(c1["released"], c0["released"])
     assert delta(counter(p1["redire0"], "indev"), counter(p0["redire0"], "indev")) == released
     assert delta((t1["rx_packets"], t1["rx_bytes"]), (t0["rx_packets"], t0["rx_bytes"])) == released
-    # Every primary packet was released or is still queued.
+    # Every primary packet was released or is still queued; each release
+    # has its latency.
     queued = delta(c1["primary-queued"], c0["primary-queued"])
     assert (released[0] + queued[0], released[1] + queued[1]) == primary_tx
+    assert sum(delta(c1["release-latency"], c0["release-latency"])) == released[0]
+    # Each checkpoint request has its reason.
+    assert c1["checkpoint-requests"] - c0["checkpoint-requests"] == sum(
+        c1[k] - c0[k] for k in c1 if k.startswith("miscompare-"))
     # No error between the snapshots. (Before the first, a host that still
     # retransmits to a guest of an earlier test may ARP while the primary
     # boots and its mirror has no peer yet: those count, and are not ours.)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from colo import (Chain, check_chain_adds_up, colo_counters, comp0, ping, served_bytes,
+from colo import (Chain, check_chain_adds_up, colo_counters, comp0, delta, ping, served_bytes,
                   tcp_echo, tcp_fetch, udp_echo)
 from guest import record
 from qemu import GUEST_MAC, Qemu, QmpError
@@ -52,8 +52,9 @@ def wait_checkpoints(pair, n, timeout=60):
 
 
 def misses(pair):
+    """comp0's checkpoint requests, and why."""
     c = comp0(pair.primary)
-    return {k: c[k] for k in MISCOMPARES}
+    return {k: c[k] for k in (*MISCOMPARES, "checkpoint-requests")}
 
 
 def traffic():
@@ -117,11 +118,15 @@ def test_colo_pair_checkpoints_under_traffic_then_loses_its_secondary(pair):
     assert queued == (0, 0), colo_counters(after[2])
     assert released[0] > rounds * (10 + len(served_bytes()) // 1460)
     m1 = misses(pair)
+    latency = delta(colo_counters(after[2])["release-latency"],
+                    colo_counters(before[2])["release-latency"])
     record("colo", "pair-traffic", seconds_to_colo=round(to_colo, 2), traffic_rounds=rounds,
            idle_checkpoints_per_minute=round(idle_per_min, 1),
            busy_checkpoints_per_minute=round(len(busy) * 60 / busy_seconds, 1),
            idle_pause=pauses(idle), busy_pause=pauses(busy),
-           colo_compare_requests={k: m1[k] - m0[k] for k in MISCOMPARES})
+           colo_compare_requests={k: m1[k] - m0[k] for k in MISCOMPARES},
+           checkpoint_requests=m1["checkpoint-requests"] - m0["checkpoint-requests"],
+           release_latency_buckets=list(latency))
     # The secondary is lost: the primary goes on, its traffic direct.
     pair.primary.command("migrate-set-parameters", **{"x-checkpoint-delay": QUIET_MS})
     pair.kill("secondary")
@@ -147,8 +152,8 @@ def test_colo_pair_checkpoints_when_the_guests_diverge(pair):
     time.sleep(3)
     assert len(pair.checkpoints()) == n0 + 1, pair.checkpoints()
     m1 = misses(pair)
-    assert {k: m1[k] - m0[k] for k in MISCOMPARES} == {
-        k: int(k == "miscompare-udp") for k in MISCOMPARES}
+    assert {k: m1[k] - m0[k] for k in m1} == {
+        k: int(k in ("miscompare-udp", "checkpoint-requests")) for k in m1}
     # the primary's datagram was released by that checkpoint
     released = comp0(pair.primary)["released"]
     assert (released[0] - released0[0], released[1] - released0[1]) == (1, 100)
