@@ -7,6 +7,8 @@
 #                                    ASan and UBSan (the tests' build) -> build/qemu-full/
 #   scripts/build-qemu.sh --stock    minimal, *no* patches (benchmark baseline)
 #                                    -> build/qemu-stock/
+#   QNS_GLUE_UPTO=NNNN scripts/build-qemu.sh
+#                                    patches up to NNNN only (a "before" build)
 #
 # The QEMU source comes from QEMU_SRC (an unpacked 10.2.2 tree; it is copied,
 # never modified) or from the verified tarball (scripts/fetch-qemu.sh).
@@ -67,7 +69,15 @@ case $mode in
             tests/qtest/netfilter-stats-test tests/qtest/migration-test) ;;
 esac
 if [ $mode != stock ]; then
-    patches=("$repo"/qemu-glue/*.patch)
+    patches=()
+    for p in "$repo"/qemu-glue/*.patch; do
+        # QNS_GLUE_UPTO=NNNN stops after patch NNNN: the "before" build of a
+        # before/after benchmark (BENCHMARKS.md); the next build without it
+        # brings the whole series back.
+        n=$(basename "$p")
+        [ -n "${QNS_GLUE_UPTO:-}" ] && ((10#${n%%-*} > 10#$QNS_GLUE_UPTO)) && continue
+        patches+=("$p")
+    done
 fi
 
 # Bump when this script changes how it prepares or configures the tree.
