@@ -226,6 +226,18 @@ const DURATIONS: [QnsCounterId; 3] = [
     QnsCounterId::Delay,
 ];
 
+/// For each counter id, the index of its histogram in [`DURATIONS`]: a
+/// table, as the packet path looks it up at every count.
+const HISTOGRAM_OF: [Option<usize>; INFO.len()] = {
+    let mut of = [None; INFO.len()];
+    let mut i = 0;
+    while i < DURATIONS.len() {
+        of[DURATIONS[i] as usize] = Some(i);
+        i += 1;
+    }
+    of
+};
+
 impl QnsCounterId {
     /// Every id, in numeric order.
     pub(crate) const ALL: [QnsCounterId; INFO.len()] = {
@@ -270,8 +282,9 @@ impl QnsCounterId {
     }
 
     /// Where its histogram is, for a duration.
+    #[inline]
     fn histogram(self) -> Option<usize> {
-        DURATIONS.iter().position(|&id| id == self)
+        HISTOGRAM_OF[self as usize]
     }
 }
 
@@ -376,13 +389,20 @@ impl FilterCounters {
 
     /// Add `packets` and `bytes` to the filter-specific counter `id`. For a
     /// duration, `packets` events that lasted `bytes` microseconds in all,
-    /// which its histogram counts in the bucket of their mean: callers add
-    /// one event at a time.
+    /// which its histogram counts in the bucket of their mean (callers add
+    /// one event at a time), and whose count is the histogram's: two atomic
+    /// adds, as for any other counter.
     #[inline]
     pub fn add(&self, id: QnsCounterId, packets: u64, bytes: u64) {
-        self.named[id as usize].add(packets, bytes);
-        if let (Some(h), Some(mean)) = (id.histogram(), bytes.checked_div(packets)) {
-            self.histograms[h].record(packets, mean);
+        let counter = &self.named[id as usize];
+        match id.histogram() {
+            None => counter.add(packets, bytes),
+            Some(h) => {
+                if let Some(mean) = bytes.checked_div(packets) {
+                    self.histograms[h].record(packets, mean);
+                    counter.bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -412,9 +432,17 @@ impl FilterCounters {
         self.named[id as usize].set(packets, bytes);
     }
 
-    /// The value of counter `id`.
+    /// The value of counter `id` (a duration's packets: its histogram's
+    /// events).
     pub fn get(&self, id: QnsCounterId) -> Count {
-        self.named[id as usize].read()
+        let count = self.named[id as usize].read();
+        match self.histogram(id) {
+            Some(buckets) => Count {
+                packets: buckets.iter().sum(),
+                ..count
+            },
+            None => count,
+        }
     }
 }
 
