@@ -13,13 +13,23 @@ peer); QEMU's CPU (all its threads, and the main loop's and the vCPU's
 apart) is read from /proc/PID/task/*/stat around it. Frames/s and CPU per frame are medians over the
 rounds; the worst round is the lowest patched/stock ratio of one round.
 
-Usage: benches/guest.py [--rounds N] [--quick] [--filter filter-mirror|filter-redirector]
+With --counts it also counts, per 1000 frames: the guest's transmit
+notifications (virtio_queue_notify on the TX queue: frames per kick), the
+interrupts QEMU raises (virtio_notify), and the context switches of the
+main loop (its wake-ups) and of the vCPU thread. The counts come from
+QEMU's trace events, whose logging slows QEMU down: with --counts the
+frames/s and CPU columns are not the benchmark's.
+
+Usage: benches/guest.py [--rounds N] [--quick] [--counts]
+                        [--filter none|filter-mirror|filter-redirector]
 Markdown goes to stdout, progress to stderr.
 """
 
 import argparse
 import os
+import re
 import socket
+import tempfile
 import statistics
 import sys
 import threading
@@ -73,12 +83,16 @@ class Sink:
 
 
 def thread_cpu(pid):
-    """CPU seconds of QEMU's threads: (all, main loop, vCPUs)."""
+    """CPU seconds of QEMU's threads: (all, main loop, vCPUs), and their
+    context switches: (main loop, vCPUs)."""
     total = main = vcpu = 0.0
+    switches = {"main": 0, "vcpu": 0}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 head, tail = f.read().rsplit(")", 1)
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                ctx = sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
         except FileNotFoundError:
             continue
         fields = tail.split()
@@ -86,19 +100,35 @@ def thread_cpu(pid):
         total += t
         if tid == str(pid):
             main += t
+            switches["main"] += ctx
         elif "/TCG" in head or "/KVM" in head:
             vcpu += t
-    return total, main, vcpu
+            switches["vcpu"] += ctx
+    return total, main, vcpu, switches
+
+
+# --counts: the trace events counted, and how their log lines are told apart.
+TRACE_EVENTS = ("virtio_queue_notify", "virtio_notify")
+TX_KICK = re.compile(r"virtio_queue_notify vdev \S+ n 1 ")
 
 
 class Setup:
     """One booted guest with one filter, its outputs drained."""
 
-    def __init__(self, binary, kind):
+    def __init__(self, binary, kind, counts=False):
         self.kind = kind
         objects = [] if kind == NO_FILTER else [
             "-object", f"{kind},id=f0,netdev=n0,queue=rx,outdev=out0"]
-        self.g = Guest(binary=binary, chardevs=["out0"] if objects else [], extra_args=objects)
+        self.trace = None
+        if counts:
+            fd, events = tempfile.mkstemp(prefix="qns-guest-bench-", suffix=".events")
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(TRACE_EVENTS) + "\n")
+            self.trace = events[:-len(".events")] + ".log"
+            objects += ["-trace", f"events={events}", "-D", self.trace]
+            self.trace_files = (events, self.trace)
+        self.g = Guest(binary=binary, chardevs=[] if kind == NO_FILTER else ["out0"],
+                       extra_args=objects)
         self.sinks = [] if kind == NO_FILTER else [Sink(self.g.connect_chardev("out0"))]
         if kind != "filter-redirector":
             self.sinks.append(Sink(self.g.netdev_peer))
@@ -107,6 +137,7 @@ class Setup:
     def run(self, payload, count):
         frame = payload + 42
         want = [s.bytes + count * (4 + frame) for s in self.sinks]
+        traced = os.path.getsize(self.trace) if self.trace else 0
         cpu0, t0 = thread_cpu(self.g.proc.pid), time.monotonic()
         self.g.sh(f"qns-guest send eth0 {count} {frame} >/dev/null", timeout=600)
         deadline = time.monotonic() + 120
@@ -116,20 +147,37 @@ class Setup:
                                      f"{[s.bytes for s in self.sinks]} < {want}")
             time.sleep(0.0005)
         elapsed = time.monotonic() - t0
-        cpu = [b - a for a, b in zip(cpu0, thread_cpu(self.g.proc.pid))]
-        return {"fps": count / elapsed, "cpu_per_frame": cpu[0] / count,
-                "main_per_frame": cpu[1] / count, "vcpu_per_frame": cpu[2] / count}
+        cpu1 = thread_cpu(self.g.proc.pid)
+        cpu = [b - a for a, b in zip(cpu0[:3], cpu1[:3])]
+        res = {"fps": count / elapsed, "cpu_per_frame": cpu[0] / count,
+               "main_per_frame": cpu[1] / count, "vcpu_per_frame": cpu[2] / count}
+        if self.trace:
+            with open(self.trace) as f:
+                f.seek(traced)
+                log = f.read()
+            per_kframe = 1000 / count
+            res["counts"] = {
+                "tx_kicks": len(TX_KICK.findall(log)) * per_kframe,
+                "interrupts": log.count("virtio_notify ") * per_kframe,
+                "main_wakeups": (cpu1[3]["main"] - cpu0[3]["main"]) * per_kframe,
+                "vcpu_switches": (cpu1[3]["vcpu"] - cpu0[3]["vcpu"]) * per_kframe}
+        return res
 
     def close(self):
         self.g.close()
         for s in self.sinks:
             s.close()
+        for path in self.trace_files if self.trace else ():
+            os.unlink(path)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--counts", action="store_true",
+                    help="also count notifications, interrupts and wake-ups per frame "
+                         "(trace events on: the timings are not the benchmark's)")
     ap.add_argument("--filter", choices=FILTERS + (NO_FILTER,), action="append",
                     help="only this filter (repeatable; default: none and both)")
     args = ap.parse_args()
@@ -141,7 +189,7 @@ def main():
 
     runs = {}
     for kind in filters:
-        setups = {name: Setup(b, kind) for name, b in BINARIES.items()}
+        setups = {name: Setup(b, kind, args.counts) for name, b in BINARIES.items()}
         try:
             for payload, count in sizes:  # warm-up, not recorded
                 for s in setups.values():
@@ -181,6 +229,18 @@ def main():
                   f"| {sc * 1e6:.2f} us | {pc * 1e6:.2f} us | {pc / sc:.2f}x "
                   f"| {per(s, 'main')} / {per(p, 'main')} us "
                   f"| {per(s, 'vcpu')} / {per(p, 'vcpu')} us |")
+    if not args.counts:
+        return
+    print("\nPer 1000 frames, median of the rounds, stock / patched (trace events on):\n")
+    print("| filter | UDP payload | guest TX kicks | interrupts | main-loop wake-ups "
+          "| vCPU context switches |")
+    print("|---|---|---|---|---|---|")
+    for kind in filters:
+        for payload, _ in sizes:
+            s, p = runs[(kind, payload, "stock")], runs[(kind, payload, "patched")]
+            cells = [f"{med([x['counts'][c] for x in s]):.0f} / {med([x['counts'][c] for x in p]):.0f}"
+                     for c in ("tx_kicks", "interrupts", "main_wakeups", "vcpu_switches")]
+            print(f"| {kind} | {payload} B | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
