@@ -623,7 +623,7 @@ QnsResult qns_counters_count_packet(struct QnsCounters *counters,
  * lasted `bytes` microseconds in all, counted in the histogram's bucket of
  * their mean, so add one event at a time. No lock, no allocation; an
  * unknown id is `QNS_RESULT_INVALID_ARGUMENT`. Cannot panic: a table lookup
- * and two or three relaxed atomic adds (which wrap).
+ * and two relaxed atomic adds (which wrap).
  *
  * # Safety
  * `counters` must be NULL or live counters from `qns_counters_new()`.

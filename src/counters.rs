@@ -406,9 +406,13 @@ impl FilterCounters {
         }
     }
 
-    /// The histogram of counter `id`, a duration; `None` for any other.
-    pub fn histogram(&self, id: QnsCounterId) -> Option<[u64; HISTOGRAM_BUCKETS]> {
-        id.histogram().map(|h| self.histograms[h].read())
+    /// The histogram of counter `id`, a duration, and the sum of its
+    /// microseconds; `None` for any other counter.
+    pub fn duration(&self, id: QnsCounterId) -> Option<([u64; HISTOGRAM_BUCKETS], u64)> {
+        id.histogram().map(|h| {
+            let sum = self.named[id as usize].bytes.load(Ordering::Relaxed);
+            (self.histograms[h].read(), sum)
+        })
     }
 
     /// Packets and bytes in `direction`.
@@ -435,13 +439,12 @@ impl FilterCounters {
     /// The value of counter `id` (a duration's packets: its histogram's
     /// events).
     pub fn get(&self, id: QnsCounterId) -> Count {
-        let count = self.named[id as usize].read();
-        match self.histogram(id) {
-            Some(buckets) => Count {
+        match self.duration(id) {
+            Some((buckets, sum)) => Count {
                 packets: buckets.iter().sum(),
-                ..count
+                bytes: sum,
             },
-            None => count,
+            None => self.named[id as usize].read(),
         }
     }
 }
@@ -562,7 +565,10 @@ mod tests {
         c.add(QnsCounterId::HoldTime, 0, 0);
         let mut want = [0; HISTOGRAM_BUCKETS];
         (want[0], want[3], want[15]) = (1, 2, 2);
-        assert_eq!(c.histogram(QnsCounterId::ReleaseLatency), Some(want));
+        assert_eq!(
+            c.duration(QnsCounterId::ReleaseLatency).map(|d| d.0),
+            Some(want)
+        );
         assert_eq!(
             c.get(QnsCounterId::ReleaseLatency),
             Count {
@@ -572,12 +578,12 @@ mod tests {
         );
         let mut want = [0; HISTOGRAM_BUCKETS];
         want[7] = 2;
-        assert_eq!(c.histogram(QnsCounterId::HoldTime), Some(want));
+        assert_eq!(c.duration(QnsCounterId::HoldTime).map(|d| d.0), Some(want));
         assert_eq!(
-            c.histogram(QnsCounterId::Delay),
+            c.duration(QnsCounterId::Delay).map(|d| d.0),
             Some([0; HISTOGRAM_BUCKETS])
         );
-        assert_eq!(c.histogram(QnsCounterId::Released), None);
+        assert_eq!(c.duration(QnsCounterId::Released), None);
     }
 
     #[test]

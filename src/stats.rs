@@ -201,11 +201,8 @@ impl StatsListBuilder {
             return false;
         };
         for &id in ids {
-            let count = counters.get(id);
             let (first, second) = id.stat_names();
-            if let Some(buckets) = counters.histogram(id) {
-                // A reader may see an event in its bucket before its count:
-                // the histogram says how many there are.
+            let bytes = if let Some((buckets, sum)) = counters.duration(id) {
                 self.values.push(QnsStatValue {
                     value: buckets.iter().sum(),
                     buckets: std::ptr::null(), // set by `finish`
@@ -213,7 +210,9 @@ impl StatsListBuilder {
                     ..number(first, 0)
                 });
                 self.buckets.push(buckets);
+                sum
             } else {
+                let count = counters.get(id);
                 self.counters.push(QnsCounterStats {
                     name: id.c_name().as_ptr(),
                     packets: count.packets,
@@ -221,9 +220,10 @@ impl StatsListBuilder {
                 });
                 last.n_counters += 1;
                 self.values.push(number(first, count.packets));
-            }
+                count.bytes
+            };
             if let Some(second) = second {
-                self.values.push(number(second, count.bytes));
+                self.values.push(number(second, bytes));
             }
             last.n_values += 1 + usize::from(second.is_some());
         }

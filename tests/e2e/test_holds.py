@@ -393,6 +393,18 @@ def test_redirector_status_off_keeps_the_bytes_and_reconnect_works():
 
 # --- enable_when_stopped -----------------------------------------------------
 
+def stop_with_a_frame_waiting(q, seed):
+    """Connect out0's peer, stop the VM and send n0 a frame, which waits in
+    the guest NIC's queue (so n0 stops reading); return the frame."""
+    q.out = q.connect_chardev("out0")
+    wait_connected(q, "out0")
+    q.command("stop")
+    waiting = payload(100, seed)
+    q.netdev_peer.sendall(frame(waiting))
+    time.sleep(0.3)
+    return waiting
+
+
 @pytest.mark.parametrize("netdev", ["socket", "stream"])
 @pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
 def test_enable_when_stopped(enabled, netdev):
@@ -410,12 +422,7 @@ def test_enable_when_stopped(enabled, netdev):
                    f"status=off,enable_when_stopped={ews}",
     ])
     with q:
-        q.out = q.connect_chardev("out0")
-        wait_connected(q, "out0")
-        q.command("stop")
-        waiting = payload(100, 9)
-        q.netdev_peer.sendall(frame(waiting))  # queued for the NIC
-        time.sleep(0.3)
+        waiting = stop_with_a_frame_waiting(q, 9)
         set_status(q, "r0", "on")
         while_stopped = [payload(n, 900 + n) for n in (60, 1514)]
         for p in while_stopped:
@@ -446,12 +453,7 @@ def test_enable_when_stopped_added_to_a_stopped_vm(netdev):
     (glue 0059: it read nothing until the VM next stopped)."""
     q = Qemu(chardevs=["out0"], netdev=netdev)
     with q:
-        q.out = q.connect_chardev("out0")
-        wait_connected(q, "out0")
-        q.command("stop")
-        waiting = payload(100, 11)
-        q.netdev_peer.sendall(frame(waiting))  # queued for the NIC
-        time.sleep(0.3)
+        waiting = stop_with_a_frame_waiting(q, 11)
         q.command("object-add", **{"qom-type": "filter-redirector", "id": "r0", "netdev": "n0",
                                    "queue": "tx", "outdev": "out0",
                                    "enable_when_stopped": True})
