@@ -751,7 +751,8 @@ const char *qns_decoder_error_message(const struct QnsDecoder *decoder);
  * `max_frame_len`: the largest payload, 0 for QEMU's `NET_BUFSIZE`.
  * `backlog_limit`: the most bytes kept unsent (a frame that does not fit is
  * refused, except that an empty queue takes any one frame), 0 for the
- * default of 4 MiB. Free it with `qns_outdev_free()`. Never NULL; cannot
+ * default of 4 MiB, `SIZE_MAX` for no bound but the owner's (the water
+ * marks are then those of the default). Free it with `qns_outdev_free()`. Never NULL; cannot
  * panic (running out of memory aborts).
  */
 struct QnsOutdev *qns_outdev_new(bool vnet_hdr, uint32_t max_frame_len, size_t backlog_limit);
@@ -766,13 +767,32 @@ struct QnsOutdev *qns_outdev_new(bool vnet_hdr, uint32_t max_frame_len, size_t b
 void qns_outdev_free(struct QnsOutdev *outdev);
 
 /**
+ * Count as colo-compare does, instead of as a filter (`outdev`,
+ * `outdev-errors`, Ethernet bytes): the frames written in counter
+ * `written_id`, those refused or dropped in `lost_id`, both with their
+ * whole payloads as a decoder counts them; and for each frame written, in
+ * the duration `latency_id`, the microseconds from the arrival given to
+ * `qns_outdev_push_at()` to the `now_us` given to `qns_outdev_advance_at()`.
+ * An unknown id, or a `latency_id` that is no duration, is
+ * `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
+ *
+ * # Safety
+ * `outdev` NULL or live.
+ */
+QnsResult qns_outdev_count_as(struct QnsOutdev *outdev,
+                              uint32_t written_id,
+                              uint32_t lost_id,
+                              uint32_t latency_id);
+
+/**
  * Queue the frame whose payload is `iov[0..iovcnt]`, announcing a vnet
  * header of `vnet_hdr_len` bytes when `vnet_hdr` is on.
  *
  * Returns `QNS_RESULT_OK`; `QNS_RESULT_EMPTY_FRAME` for an empty payload
  * (nothing queued, nothing counted); `QNS_RESULT_FRAME_TOO_LARGE` or
  * `QNS_RESULT_BACKLOG_FULL` when the frame is refused, which also counts it
- * in `counters`' `outdev-errors`.
+ * in `counters`' `outdev-errors` (or the counter `qns_outdev_count_as()`
+ * chose).
  *
  * # Safety
  * `outdev` NULL or live; `counters` NULL or live counters; `iov` must point
@@ -786,6 +806,20 @@ QnsResult qns_outdev_push(struct QnsOutdev *outdev,
                           uint32_t vnet_hdr_len);
 
 /**
+ * `qns_outdev_push()` a frame that arrived at `arrival_us` (microseconds
+ * of the caller's clock), for the latency `qns_outdev_count_as()` records.
+ *
+ * # Safety
+ * As `qns_outdev_push()`.
+ */
+QnsResult qns_outdev_push_at(struct QnsOutdev *outdev,
+                             struct QnsCounters *counters,
+                             const struct iovec *iov,
+                             size_t iovcnt,
+                             uint32_t vnet_hdr_len,
+                             int64_t arrival_us);
+
+/**
  * Point `*data` and `*len` at the bytes to write next (`*len` is 0 when
  * nothing is queued). They stay valid until the next call on `outdev`.
  *
@@ -797,8 +831,9 @@ QnsResult qns_outdev_pending(const struct QnsOutdev *outdev, const uint8_t **dat
 /**
  * Report that `written` bytes from the start of `qns_outdev_pending()` were
  * written. Each frame now written whole counts in `counters`' `outdev`
- * (its payload without the vnet header in front). A `written` larger
- * than what is pending is `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
+ * (its payload without the vnet header in front), or in the counters
+ * `qns_outdev_count_as()` chose. A `written` larger than what is pending
+ * is `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
  *
  * # Safety
  * `outdev` NULL or live; `counters` NULL or live counters.
@@ -808,8 +843,20 @@ QnsResult qns_outdev_advance(struct QnsOutdev *outdev,
                              size_t written);
 
 /**
+ * `qns_outdev_advance()`, the bytes written at `now_us` (the clock of
+ * `qns_outdev_push_at()`): each frame completed records its latency.
+ *
+ * # Safety
+ * As `qns_outdev_advance()`.
+ */
+QnsResult qns_outdev_advance_at(struct QnsOutdev *outdev,
+                                struct QnsCounters *counters,
+                                size_t written,
+                                int64_t now_us);
+
+/**
  * Drop every queued frame (the peer is gone), counting each in `counters`'
- * `outdev-errors`; `*dropped` (when not NULL) gets how many.
+ * `outdev-errors` (or the counter `qns_outdev_count_as()` chose); `*dropped` (when not NULL) gets how many.
  *
  * # Safety
  * `outdev` NULL or live; `counters` NULL or live counters; `dropped` NULL or

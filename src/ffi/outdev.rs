@@ -2,10 +2,10 @@
 
 use super::{arg, counters::QnsCounters, opt_arg, or_default, out, with_iovec_slices, QnsResult};
 use crate::{
-    counters::QnsCounterId,
+    counters::{QnsCounterId, Shape},
     handle::Handle,
-    outdev::{OutdevQueue, PushError, DEFAULT_BACKLOG_LIMIT},
-    wire::{ethernet_len, EncodeError, DEFAULT_MAX_FRAME_LEN},
+    outdev::{Counting, OutdevQueue, PushError, DEFAULT_BACKLOG_LIMIT},
+    wire::{EncodeError, DEFAULT_MAX_FRAME_LEN},
 };
 
 /// The frames waiting to be written to one outdev chardev (opaque).
@@ -26,7 +26,8 @@ pub struct QnsOutdev(Handle<OutdevQueue>);
 /// `max_frame_len`: the largest payload, 0 for QEMU's `NET_BUFSIZE`.
 /// `backlog_limit`: the most bytes kept unsent (a frame that does not fit is
 /// refused, except that an empty queue takes any one frame), 0 for the
-/// default of 4 MiB. Free it with `qns_outdev_free()`. Never NULL; cannot
+/// default of 4 MiB, `SIZE_MAX` for no bound but the owner's (the water
+/// marks are then those of the default). Free it with `qns_outdev_free()`. Never NULL; cannot
 /// panic (running out of memory aborts).
 #[no_mangle]
 pub extern "C" fn qns_outdev_new(
@@ -52,13 +53,52 @@ pub unsafe extern "C" fn qns_outdev_free(outdev: *mut QnsOutdev) {
     unsafe { super::free_box(outdev) }
 }
 
+/// Count as colo-compare does, instead of as a filter (`outdev`,
+/// `outdev-errors`, Ethernet bytes): the frames written in counter
+/// `written_id`, those refused or dropped in `lost_id`, both with their
+/// whole payloads as a decoder counts them; and for each frame written, in
+/// the duration `latency_id`, the microseconds from the arrival given to
+/// `qns_outdev_push_at()` to the `now_us` given to `qns_outdev_advance_at()`.
+/// An unknown id, or a `latency_id` that is no duration, is
+/// `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
+///
+/// # Safety
+/// `outdev` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn qns_outdev_count_as(
+    outdev: *mut QnsOutdev,
+    written_id: u32,
+    lost_id: u32,
+    latency_id: u32,
+) -> QnsResult {
+    let outdev = &arg!(outdev).0;
+    let (Some(written), Some(lost), Some(latency)) = (
+        QnsCounterId::from_raw(written_id),
+        QnsCounterId::from_raw(lost_id),
+        QnsCounterId::from_raw(latency_id).filter(|id| id.shape() == Shape::Duration),
+    ) else {
+        return QnsResult::InvalidArgument;
+    };
+    outdev
+        .with(|q| {
+            q.count_as(Counting {
+                written,
+                lost,
+                latency: Some(latency),
+                ethernet_bytes: false,
+            })
+        })
+        .into()
+}
+
 /// Queue the frame whose payload is `iov[0..iovcnt]`, announcing a vnet
 /// header of `vnet_hdr_len` bytes when `vnet_hdr` is on.
 ///
 /// Returns `QNS_RESULT_OK`; `QNS_RESULT_EMPTY_FRAME` for an empty payload
 /// (nothing queued, nothing counted); `QNS_RESULT_FRAME_TOO_LARGE` or
 /// `QNS_RESULT_BACKLOG_FULL` when the frame is refused, which also counts it
-/// in `counters`' `outdev-errors`.
+/// in `counters`' `outdev-errors` (or the counter `qns_outdev_count_as()`
+/// chose).
 ///
 /// # Safety
 /// `outdev` NULL or live; `counters` NULL or live counters; `iov` must point
@@ -72,10 +112,28 @@ pub unsafe extern "C" fn qns_outdev_push(
     iovcnt: usize,
     vnet_hdr_len: u32,
 ) -> QnsResult {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { qns_outdev_push_at(outdev, counters, iov, iovcnt, vnet_hdr_len, 0) }
+}
+
+/// `qns_outdev_push()` a frame that arrived at `arrival_us` (microseconds
+/// of the caller's clock), for the latency `qns_outdev_count_as()` records.
+///
+/// # Safety
+/// As `qns_outdev_push()`.
+#[no_mangle]
+pub unsafe extern "C" fn qns_outdev_push_at(
+    outdev: *mut QnsOutdev,
+    counters: *mut QnsCounters,
+    iov: *const libc::iovec,
+    iovcnt: usize,
+    vnet_hdr_len: u32,
+    arrival_us: i64,
+) -> QnsResult {
     let (outdev, counters) = (&arg!(outdev).0, opt_arg!(counters).map(|c| &c.0));
     let push = |parts: &[&[u8]]| {
         outdev.with(|q| {
-            let refused = match q.push(parts, vnet_hdr_len) {
+            let refused = match q.push_at(parts, vnet_hdr_len, arrival_us) {
                 Ok(()) => return QnsResult::Ok,
                 Err(PushError::Encode(EncodeError::EmptyFrame)) => return QnsResult::EmptyFrame,
                 Err(PushError::Encode(EncodeError::FrameTooLarge { .. })) => {
@@ -85,11 +143,8 @@ pub unsafe extern "C" fn qns_outdev_push(
             };
             if let Some(c) = counters {
                 let len = parts.iter().map(|p| p.len()).sum();
-                c.add(
-                    QnsCounterId::OutdevErrors,
-                    1,
-                    ethernet_len(len, vnet_hdr_len) as u64,
-                );
+                let counting = q.counting();
+                c.add(counting.lost, 1, counting.bytes(len, vnet_hdr_len) as u64);
             }
             refused
         })
@@ -123,8 +178,9 @@ pub unsafe extern "C" fn qns_outdev_pending(
 
 /// Report that `written` bytes from the start of `qns_outdev_pending()` were
 /// written. Each frame now written whole counts in `counters`' `outdev`
-/// (its payload without the vnet header in front). A `written` larger
-/// than what is pending is `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
+/// (its payload without the vnet header in front), or in the counters
+/// `qns_outdev_count_as()` chose. A `written` larger than what is pending
+/// is `QNS_RESULT_INVALID_ARGUMENT` (nothing changes).
 ///
 /// # Safety
 /// `outdev` NULL or live; `counters` NULL or live counters.
@@ -134,20 +190,36 @@ pub unsafe extern "C" fn qns_outdev_advance(
     counters: *mut QnsCounters,
     written: usize,
 ) -> QnsResult {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { qns_outdev_advance_at(outdev, counters, written, 0) }
+}
+
+/// `qns_outdev_advance()`, the bytes written at `now_us` (the clock of
+/// `qns_outdev_push_at()`): each frame completed records its latency.
+///
+/// # Safety
+/// As `qns_outdev_advance()`.
+#[no_mangle]
+pub unsafe extern "C" fn qns_outdev_advance_at(
+    outdev: *mut QnsOutdev,
+    counters: *mut QnsCounters,
+    written: usize,
+    now_us: i64,
+) -> QnsResult {
     let (outdev, counters) = (&arg!(outdev).0, opt_arg!(counters).map(|c| &c.0));
     outdev
         .with(|q| {
             if written > q.queued() {
                 return QnsResult::InvalidArgument;
             }
-            q.advance(written, counters);
+            q.advance(written, counters, now_us);
             QnsResult::Ok
         })
         .into()
 }
 
 /// Drop every queued frame (the peer is gone), counting each in `counters`'
-/// `outdev-errors`; `*dropped` (when not NULL) gets how many.
+/// `outdev-errors` (or the counter `qns_outdev_count_as()` chose); `*dropped` (when not NULL) gets how many.
 ///
 /// # Safety
 /// `outdev` NULL or live; `counters` NULL or live counters; `dropped` NULL or

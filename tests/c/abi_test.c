@@ -1203,6 +1203,69 @@ static void test_outdev(void)
 }
 
 /* The maximum payload: 0 means QNS_DEFAULT_MAX_FRAME_LEN. */
+/*
+ * colo-compare's queue: no bound but its own, its releases counted in
+ * released with their whole payloads, each one's wait in release-latency,
+ * what the peer never got in send-errors.
+ */
+static void test_outdev_count_as(void)
+{
+    QnsCounters *c = qns_counters_new();
+    QnsOutdev *q = qns_outdev_new(true, 0, SIZE_MAX);
+    const uint8_t *data;
+    uint8_t payload[1000] = { 0 };
+    struct iovec v = iov(payload, 60);
+    size_t len;
+
+    CHECK_RESULT(qns_outdev_count_as(q, QNS_COUNTER_ID_RELEASED,
+                                     QNS_COUNTER_ID_SEND_ERRORS,
+                                     QNS_COUNTER_ID_RELEASED),
+                 QNS_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(qns_outdev_count_as(q, QNS_COUNTER_ID_RELEASED, 999,
+                                     QNS_COUNTER_ID_RELEASE_LATENCY),
+                 QNS_RESULT_INVALID_ARGUMENT);
+    CHECK_RESULT(qns_outdev_count_as(q, QNS_COUNTER_ID_RELEASED,
+                                     QNS_COUNTER_ID_SEND_ERRORS,
+                                     QNS_COUNTER_ID_RELEASE_LATENCY),
+                 QNS_RESULT_OK);
+    CHECK_RESULT(qns_outdev_push_at(q, c, &v, 1, 12, 1000), QNS_RESULT_OK);
+    CHECK_RESULT(qns_outdev_push_at(q, c, &v, 1, 12, 1090), QNS_RESULT_OK);
+    CHECK_RESULT(qns_outdev_pending(q, &data, &len), QNS_RESULT_OK);
+    CHECK_EQ(len, 2 * (8 + 60));
+    /* the first one whole at 1100 us, the second 40 us later */
+    CHECK_RESULT(qns_outdev_advance_at(q, c, 8 + 60 + 1, 1100), QNS_RESULT_OK);
+    CHECK_RESULT(qns_outdev_advance_at(q, c, 8 + 60 - 1, 1140), QNS_RESULT_OK);
+    CHECK_COUNT(c, QNS_COUNTER_ID_RELEASED, 2, 120);
+    {
+        /* 100 and 50 us: one event in each one's bucket, and their sum */
+        static const uint32_t latency[] = { QNS_COUNTER_ID_RELEASE_LATENCY };
+        QnsStatsList *list = stats_of_values(c, latency, 1, 0);
+        const QnsFilterStats *f = &list->filters[0];
+        /* after the filter's four direction values */
+        const QnsStatValue *h = &f->values[f->n_values - 2];
+
+        CHECK_STR(h->name, "release-latency");
+        CHECK_EQ(h->value, 2);
+        CHECK_EQ(h->buckets[7], 1);
+        CHECK_EQ(h->buckets[6], 1);
+        CHECK_STR(h[1].name, "release-latency-sum");
+        CHECK_EQ(h[1].value, 150);
+        qns_stats_list_free(list);
+    }
+    CHECK_COUNT(c, QNS_COUNTER_ID_OUTDEV, 0, 0);
+    /* A filter's bound is far below what a checkpoint may flush. */
+    v = iov(payload, sizeof(payload));
+    for (int i = 0; i < 5000; i++) {
+        CHECK_RESULT(qns_outdev_push_at(q, c, &v, 1, 0, 0), QNS_RESULT_OK);
+    }
+    CHECK(qns_outdev_congested(q));
+    CHECK_RESULT(qns_outdev_discard(q, c, NULL), QNS_RESULT_OK);
+    CHECK_COUNT(c, QNS_COUNTER_ID_SEND_ERRORS, 5000, 5000 * sizeof(payload));
+    CHECK_RESULT(qns_outdev_count_as(NULL, 0, 0, 0), QNS_RESULT_NULL_POINTER);
+    qns_outdev_free(q);
+    qns_counters_free(c);
+}
+
 static void test_outdev_max_frame_len(void)
 {
     static const uint32_t maxes[] = { 0, 10 };
@@ -1875,6 +1938,7 @@ int main(void)
     test_decoder_busy();
     test_decoder_null();
     test_outdev();
+    test_outdev_count_as();
     test_outdev_max_frame_len();
     test_round_trip();
     test_stats_builder();
