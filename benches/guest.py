@@ -9,7 +9,8 @@ socket netdev n0; TCG unless KVM can boot it): filter-mirror f0
 A round sends, for each UDP payload size, COUNT frames from the guest
 (`qns-guest send`, a packet socket) and times the send command until the
 last frame has arrived at out0 (and, for the mirror, at the netdev's
-peer); QEMU's CPU (all its threads, and the main loop's and the vCPU's
+peer), as the C receiver of benches/e2e.py (`pump drain`, one process per
+output) counts them; QEMU's CPU (all its threads, and the main loop's and the vCPU's
 apart) is read from /proc/PID/task/*/stat around it. Frames/s and CPU per frame are medians over the
 rounds; the worst round is the lowest patched/stock ratio of one round.
 
@@ -20,24 +21,32 @@ main loop (its wake-ups) and of the vCPU thread. The counts come from
 QEMU's trace events, whose logging slows QEMU down: with --counts the
 frames/s and CPU columns are not the benchmark's.
 
-Usage: benches/guest.py [--rounds N] [--quick] [--counts]
+With --tx timer the NIC is virtio-net-device,tx=timer: virtio-net's other
+transmit mitigation, which looks at the guest's queue every 150 us while it
+sends instead of taking a notification for every few frames; the rate
+then no longer depends on how long QEMU takes per frame (see BENCHMARKS.md,
+issue 23).
+
+Usage: benches/guest.py [--rounds N] [--quick] [--counts] [--tx bh|timer]
                         [--filter none|filter-mirror|filter-redirector]
 Markdown goes to stdout, progress to stderr.
 """
 
 import argparse
+import json
 import os
 import re
-import socket
-import tempfile
+import shutil
 import statistics
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "guest"))
 from guest import Guest, accel  # noqa: E402
 from qemu import REPO  # noqa: E402
+from e2e import build_pump  # noqa: E402
 
 BINARIES = {
     "stock": os.path.join(REPO, "build", "qemu-stock", "qemu-system-x86_64"),
@@ -54,32 +63,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
-
-
-class Sink:
-    """Read and count bytes from a socket in a thread."""
-
-    def __init__(self, sock):
-        self.sock, self.bytes, self.stop = sock, 0, False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        self.sock.settimeout(0.2)
-        while not self.stop:
-            try:
-                n = len(self.sock.recv(1 << 20))
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if not n:
-                return
-            self.bytes += n
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
 
 
 def thread_cpu(pid):
@@ -115,8 +98,8 @@ TX_KICK = re.compile(r"virtio_queue_notify vdev \S+ n 1 ")
 class Setup:
     """One booted guest with one filter, its outputs drained."""
 
-    def __init__(self, binary, kind, counts=False):
-        self.kind = kind
+    def __init__(self, binary, kind, pump, counts=False, tx="bh"):
+        self.kind, self.pump = kind, pump
         objects = [] if kind == NO_FILTER else [
             "-object", f"{kind},id=f0,netdev=n0,queue=rx,outdev=out0"]
         self.trace = None
@@ -127,27 +110,29 @@ class Setup:
             self.trace = events[:-len(".events")] + ".log"
             objects += ["-trace", f"events={events}", "-D", self.trace]
             self.trace_files = (events, self.trace)
-        self.g = Guest(binary=binary, chardevs=[] if kind == NO_FILTER else ["out0"],
+        self.g = Guest(binary=binary, nic=f"virtio-net-device,tx={tx}", chardevs=[] if kind == NO_FILTER else ["out0"],
                        extra_args=objects)
-        self.sinks = [] if kind == NO_FILTER else [Sink(self.g.connect_chardev("out0"))]
+        # where the frames come out: read by a C receiver, which takes
+        # little CPU from QEMU and the guest on a small machine
+        self.outputs = [] if kind == NO_FILTER else [self.g.connect_chardev("out0")]
         if kind != "filter-redirector":
-            self.sinks.append(Sink(self.g.netdev_peer))
+            self.outputs.append(self.g.netdev_peer)
         self.g.wait_connected()
 
     def run(self, payload, count):
         frame = payload + 42
-        want = [s.bytes + count * (4 + frame) for s in self.sinks]
         traced = os.path.getsize(self.trace) if self.trace else 0
+        drains = [subprocess.Popen([self.pump, "drain", str(out.fileno()), str(frame), str(count),
+                                    "10000"], pass_fds=[out.fileno()], stdout=subprocess.PIPE,
+                                   text=True) for out in self.outputs]
         cpu0, t0 = thread_cpu(self.g.proc.pid), time.monotonic()
         self.g.sh(f"qns-guest send eth0 {count} {frame} >/dev/null", timeout=600)
-        deadline = time.monotonic() + 120
-        while any(s.bytes < w for s, w in zip(self.sinks, want)):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.kind}: frames missing: "
-                                     f"{[s.bytes for s in self.sinks]} < {want}")
-            time.sleep(0.0005)
-        elapsed = time.monotonic() - t0
+        got = [json.loads(d.communicate(timeout=120)[0]) for d in drains]
         cpu1 = thread_cpu(self.g.proc.pid)
+        if any(r["frames"] != count or r["bad"] for r in got):
+            raise AssertionError(f"{self.kind}: frames missing or bad: {got}, {count} sent")
+        # the drains time the last frame with the same clock (CLOCK_MONOTONIC)
+        elapsed = max(r["t_last"] for r in got) - t0
         cpu = [b - a for a, b in zip(cpu0[:3], cpu1[:3])]
         res = {"fps": count / elapsed, "cpu_per_frame": cpu[0] / count,
                "main_per_frame": cpu[1] / count, "vcpu_per_frame": cpu[2] / count}
@@ -165,8 +150,6 @@ class Setup:
 
     def close(self):
         self.g.close()
-        for s in self.sinks:
-            s.close()
         for path in self.trace_files if self.trace else ():
             os.unlink(path)
 
@@ -178,6 +161,8 @@ def main():
     ap.add_argument("--counts", action="store_true",
                     help="also count notifications, interrupts and wake-ups per frame "
                          "(trace events on: the timings are not the benchmark's)")
+    ap.add_argument("--tx", choices=("bh", "timer"), default="bh",
+                    help="virtio-net's transmit mitigation (default bh, as QEMU's)")
     ap.add_argument("--filter", choices=FILTERS + (NO_FILTER,), action="append",
                     help="only this filter (repeatable; default: none and both)")
     args = ap.parse_args()
@@ -187,9 +172,12 @@ def main():
         if not os.access(b, os.X_OK):
             sys.exit(f"guest bench: {b} missing: run scripts/build-qemu.sh{' --stock' if name == 'stock' else ''}")
 
+    work = tempfile.mkdtemp(prefix="qns-guest-bench-")
+    pump = build_pump(work)
     runs = {}
     for kind in filters:
-        setups = {name: Setup(b, kind, args.counts) for name, b in BINARIES.items()}
+        setups = {name: Setup(b, kind, pump, args.counts, args.tx)
+                  for name, b in BINARIES.items()}
         try:
             for payload, count in sizes:  # warm-up, not recorded
                 for s in setups.values():
@@ -205,6 +193,7 @@ def main():
         finally:
             for s in setups.values():
                 s.close()
+    shutil.rmtree(work)
 
     med = statistics.median
 
@@ -212,7 +201,7 @@ def main():
         return f"{med([x[f'{thread}_per_frame'] for x in rs]) * 1e6:.2f}"
 
     print(f"Guest -> netdev, {args.rounds} alternating rounds (stock, patched), "
-          f"accelerator {accel()}, {os.cpu_count()} CPUs\n")
+          f"accelerator {accel()}, {os.cpu_count()} CPUs, virtio-net-device,tx={args.tx}\n")
     print("| filter | UDP payload | stock kframes/s | patched kframes/s | patched/stock "
           "| worst round | stock CPU/frame | patched CPU/frame | patched/stock CPU "
           "| main loop, stock / patched | vCPU, stock / patched |")

@@ -8,10 +8,12 @@
 #      latency with 1-2000 filters, RSS with 1000 redirectors
 #      (scripts/bench-e2e.sh, ~3.5 minutes; builds both QEMUs if missing);
 #   3. a real guest sending through filter-mirror and filter-redirector,
-#      stock against patched, with no filter as the baseline
-#      (benches/guest.py, ~3 minutes; the guest from scripts/build-guest.sh).
+#      stock against patched, with no filter as the baseline, with
+#      virtio-net's default transmit mitigation and again with tx=timer
+#      (benches/guest.py, ~3 minutes each; the guest from
+#      scripts/build-guest.sh).
 # The reports are printed and kept in target/bench/ (decoder.md, e2e.md,
-# e2e.json, guest.md). Run it on a quiet machine: the ratios hold under load, the
+# e2e.json, guest.md, guest-tx-timer.md). Run it on a quiet machine: the ratios hold under load, the
 # absolute rates do not.
 #
 #   scripts/bench.sh [--quick] [bench-e2e options]
@@ -39,4 +41,6 @@ guest_args=()
 [ -z "${QNS_BENCH_REPS:-}" ] || guest_args=(--quick --rounds 2)
 "$repo/scripts/build-guest.sh" >/dev/null
 timeout 1200 python3 "$repo/benches/guest.py" "${guest_args[@]}" | tee "$out/guest.md"
+timeout 1200 python3 "$repo/benches/guest.py" "${guest_args[@]}" --tx timer |
+    tee "$out/guest-tx-timer.md"
 echo "bench: reports in $out" >&2
