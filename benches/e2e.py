@@ -1022,7 +1022,8 @@ def main():
         x = (med("indev", size, "patched", "qemu_cpu_per_frame")
              / med("netdev", size, "patched", "qemu_cpu_per_frame"))
         row("indev path CPU per frame <= 1.5x the netdev path's", size, f"{x:.2f}x", x <= 1.5)
-    for size, want in ((64, 3.0), (1514, 1.3)):
+    # issue 23: within 3x at 64 B, at least the relay's efficiency above
+    for size, want in ((64, 3.0), (1514, 1.0), (9000, 1.0)):
         if size in sizes_by:
             relay = median([r["cpu_per_frame"] for r in relays[size]])
             x = med("netdev", size, "patched", "qemu_cpu_per_frame") / relay
