@@ -520,7 +520,8 @@ def calibrate(pump, sizes):
             "Python sender, one sendall per frame -> C receiver": calib_py(pump, size, min(count, 100_000),
                                                                            per_frame=True),
         }
-        log(f"calibration {size} B: " + ", ".join(f"{v / 1e3:.0f}" for v in rows[size].values()) + " kframes/s")
+        log(f"calibration {size} B: "
+            + ", ".join(f"{v / 1e3:.0f}" for v in rows[size].values()) + " kframes/s")
     return rows
 
 
@@ -971,7 +972,7 @@ def main():
           "| worst round |")
         P("|---|---|---|---|---|---|---|")
     for path in PATHS:
-        for size, count in sizes:
+        for size, _ in sizes:
             s = [r["fps"] for r in runs[(path, size, "stock")]]
             p = [r["fps"] for r in runs[(path, size, "patched")]]
             n_s = int(median([r["frames"] for r in runs[(path, size, "stock")]]))

@@ -110,7 +110,8 @@ class Setup:
             self.trace = events[:-len(".events")] + ".log"
             objects += ["-trace", f"events={events}", "-D", self.trace]
             self.trace_files = (events, self.trace)
-        self.g = Guest(binary=binary, nic=f"virtio-net-device,tx={tx}", chardevs=[] if kind == NO_FILTER else ["out0"],
+        self.g = Guest(binary=binary, nic=f"virtio-net-device,tx={tx}",
+                       chardevs=[] if kind == NO_FILTER else ["out0"],
                        extra_args=objects)
         # where the frames come out: read by a C receiver, which takes
         # little CPU from QEMU and the guest on a small machine
@@ -170,7 +171,8 @@ def main():
     sizes = QUICK_SIZES if args.quick else SIZES
     for name, b in BINARIES.items():
         if not os.access(b, os.X_OK):
-            sys.exit(f"guest bench: {b} missing: run scripts/build-qemu.sh{' --stock' if name == 'stock' else ''}")
+            flag = " --stock" if name == "stock" else ""
+            sys.exit(f"guest bench: {b} missing: run scripts/build-qemu.sh{flag}")
 
     work = tempfile.mkdtemp(prefix="qns-guest-bench-")
     pump = build_pump(work)

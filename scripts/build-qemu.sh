@@ -113,12 +113,15 @@ trap 'rm -rf "$wanted"' EXIT
 [ ${#patches[@]} -eq 0 ] || cp "${patches[@]}" "$wanted/"
 if ! diff -rq "$applied" "$wanted" >/dev/null; then
     echo "build-qemu: updating the glue patches in $tree" >&2
-    for p in $(ls -r "$applied"); do
-        patch -d "$tree" -p1 -R -s --no-backup-if-mismatch <"$applied/$p" || {
-            echo "build-qemu: cannot reverse $p; remove $tree and run again" >&2
+    # the applied patches, last first
+    mapfile -t reverse < <(printf '%s\n' "$applied"/*.patch | sort -r)
+    for p in "${reverse[@]}"; do
+        [ -e "$p" ] || continue
+        patch -d "$tree" -p1 -R -s --no-backup-if-mismatch <"$p" || {
+            echo "build-qemu: cannot reverse ${p##*/}; remove $tree and run again" >&2
             exit 1
         }
-        rm "$applied/$p"
+        rm "$p"
     done
     for p in "$wanted"/*.patch; do
         [ -e "$p" ] || continue

@@ -22,6 +22,8 @@ DEBIAN_PACKAGES=(
     # the live view's Prometheus file: checked with promtool, scraped by
     # node_exporter's textfile collector in the tests
     prometheus prometheus-node-exporter
+    # the shell scripts' lint
+    shellcheck
 )
 
 missing=()
@@ -39,6 +41,8 @@ python3 -c 'import pycotap' 2>/dev/null || pip_missing+=("pycotap==1.3.1")
 # the end-to-end tests
 python3 -c 'import pytest' 2>/dev/null || pip_missing+=("pytest>=7")
 python3 -c 'import pytest_timeout' 2>/dev/null || pip_missing+=("pytest-timeout>=2")
+# the Python's lint (ruff.toml)
+command -v ruff >/dev/null || pip_missing+=("ruff>=0.6")
 # the live view (run from here: tests/e2e/qemu.py would shadow the package)
 (cd / && python3 -c 'import qemu.qmp') 2>/dev/null || pip_missing+=("qemu.qmp==0.0.6")
 

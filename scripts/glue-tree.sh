@@ -89,9 +89,10 @@ check() {
     fi
     ln -sfn "$repo" "$tree/subprojects/qemu-netfilter-stats"
     # What the patches are built against: the library's sources.
-    (cd "$repo" && cat Cargo.toml Cargo.lock meson.build meson.options build.rs \
-        scripts/cargo-staticlib.sh scripts/glue-patch-smoke.py tests/e2e/qemu.py \
-        $(git ls-files src include)) | sha256sum >"$tree/.library-id"
+    (cd "$repo" && git ls-files -z src include |
+        xargs -0 cat Cargo.toml Cargo.lock meson.build meson.options build.rs \
+            scripts/cargo-staticlib.sh scripts/glue-patch-smoke.py tests/e2e/qemu.py) |
+        sha256sum >"$tree/.library-id"
     cd "$tree"
     # a check that failed (or was killed) leaves its rebase behind
     git rebase --abort 2>/dev/null || true

@@ -204,7 +204,10 @@ def table(objs, header):
         for name, value in obj.values.items():
             schema = obj.schema.get(name, {})
             rate = obj.rates.get(name)
-            rate_text = "" if name not in obj.rates else "-" if rate is None else fmt(in_base_unit(rate, schema))
+            if name not in obj.rates:
+                rate_text = ""
+            else:
+                rate_text = "-" if rate is None else fmt(in_base_unit(rate, schema))
             stats.append((name, fmt(in_base_unit(value, schema)), schema.get("unit", ""), rate_text))
         for name, buckets in obj.histograms.items():
             schema = obj.schema.get(name, {})

@@ -49,6 +49,14 @@ step() {
     fi
 }
 
+# The Python (ruff.toml) and the shell scripts (shellcheck; the guest's
+# init is busybox's sh).
+lint() {
+    ruff check --quiet . &&
+        shellcheck -S style scripts/*.sh .ci/run benches/decoder-counters/run.sh &&
+        shellcheck -S warning -s dash tests/guest/init
+}
+
 rust_checks() {
     cargo fmt --check &&
         cargo clippy --quiet --all-targets -- -D warnings &&
@@ -189,6 +197,7 @@ qemu_qtests() {
     return $rc
 }
 
+step "lint: ruff, shellcheck" lint
 step "rust: fmt, clippy, cargo test" rust_checks
 step "C ABI under valgrind" scripts/test-c-abi.sh
 step "miri on the FFI tests" with_nightly miri miri

@@ -542,7 +542,7 @@ def test_object_del_while_the_inputs_carry_traffic():
                 wait_connected(q, name)
             stop = threading.Event()
 
-            def flood(sock):
+            def flood(sock, stop):
                 sock.settimeout(0.2)
                 while not stop.is_set():
                     try:
@@ -550,7 +550,7 @@ def test_object_del_while_the_inputs_carry_traffic():
                     except OSError:
                         pass
 
-            def drain(sock):
+            def drain(sock, stop):
                 sock.settimeout(0.2)
                 while not stop.is_set():
                     try:
@@ -558,9 +558,9 @@ def test_object_del_while_the_inputs_carry_traffic():
                     except OSError:
                         pass
 
-            threads = [threading.Thread(target=flood, args=(socks["pri"],), daemon=True),
-                       threading.Thread(target=flood, args=(socks["sec"],), daemon=True),
-                       threading.Thread(target=drain, args=(socks["out"],), daemon=True)]
+            threads = [threading.Thread(target=flood, args=(socks["pri"], stop), daemon=True),
+                       threading.Thread(target=flood, args=(socks["sec"], stop), daemon=True),
+                       threading.Thread(target=drain, args=(socks["out"], stop), daemon=True)]
             for t in threads:
                 t.start()
             try:
@@ -647,7 +647,7 @@ def test_object_del_and_quit_while_outdev_is_not_read():
                 try:
                     while True:
                         got.append(read_frame(q.socks["ccout"], timeout=2)[0])
-                except socket.timeout:
+                except TimeoutError:
                     pass
                 except EOFError as e:
                     assert "peer closed after" in str(e), e

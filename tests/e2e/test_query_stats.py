@@ -85,7 +85,7 @@ CHAIN = [
     "iothread,id=iot0",
     "colo-compare,id=c0,primary_in=cp,secondary_in=cs,outdev=co,iothread=iot0",
     "filter-mirror,id=m0,netdev=n0,queue=tx,outdev=mir0",
-    "filter-dump,id=d0,netdev=n0,queue=all,file={tmp}/d0.pcap,maxlen=%d" % SNAPLEN,
+    "filter-dump,id=d0,netdev=n0,queue=all,file={tmp}/d0.pcap,maxlen=" + str(SNAPLEN),
     "filter-rewriter,id=w0,netdev=n0,queue=all",
     "filter-buffer,id=b0,netdev=n0,queue=rx,interval=1000000",
     "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",

@@ -188,7 +188,7 @@ def ping(n, timeout=3.0):
             while time.monotonic() < deadline:
                 try:
                     reply = s.recv(2048)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 icmp = reply[(reply[0] & 0xF) * 4:]
                 if icmp[0] == 0 and struct.unpack(">HH", icmp[4:8]) == (0x5153, seq):
@@ -241,7 +241,7 @@ def udp_echo(n, size=200, timeout=2.0):
             s.sendto(payload, (GUEST_IP, ECHO_PORT))
             try:
                 reply = s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             assert reply[4:] == payload[4:], "an echo came back changed"
             answered.append(struct.unpack(">I", reply[:4])[0])
@@ -311,7 +311,8 @@ class Chain:
             port = s.getsockname()[1]
         if relayed:
             self.links["migration"] = Relay(("127.0.0.1", 0), ("127.0.0.1", port))
-            uri = "tcp:%s:%d" % self.links["migration"].address
+            host, relay_port = self.links["migration"].address
+            uri = f"tcp:{host}:{relay_port}"
         else:
             uri = f"tcp:127.0.0.1:{port}"
         caps = [{"capability": "x-colo", "state": True}]
@@ -472,7 +473,8 @@ def check_chain_adds_up(before, after):
     assert delta(counter(p1["m0"], "outdev"), counter(p0["m0"], "outdev")) == host_to_guest
     assert delta(counter(s1["f1"], "indev"), counter(s0["f1"], "indev")) == host_to_guest
     if sn1 is not None:
-        assert delta((sn1["rx_packets"], sn1["rx_bytes"]), (sn0["rx_packets"], sn0["rx_bytes"])) == host_to_guest
+        assert delta((sn1["rx_packets"], sn1["rx_bytes"]),
+                     (sn0["rx_packets"], sn0["rx_bytes"])) == host_to_guest
     assert delta(frames(s1["rew0"], "tx"), frames(s0["rew0"], "tx")) == host_to_guest
     # Each guest -> colo-compare.
     primary_tx = delta((pn1["tx_packets"], pn1["tx_bytes"]), (pn0["tx_packets"], pn0["tx_bytes"]))

@@ -115,7 +115,7 @@ class Guest(Qemu):
             self.console.settimeout(min(left, 1.0))
             try:
                 chunk = self.console.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not chunk:
                 raise AssertionError(f"guest console closed; console: {self.buf[-3000:]!r}")
@@ -203,7 +203,7 @@ class FrameReader:
                 continue
             try:
                 chunk = self.sock.recv(self.chunk)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -267,7 +267,7 @@ class Tap:
             self.sock.settimeout(left)
             try:
                 frame = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return None
             if match(frame):
                 return frame

@@ -307,7 +307,8 @@ def test_migration_without_the_wiring_loses_what_reaches_the_stopped_source(mig)
     and goes when it quits. Measured, not asserted beyond no duplicate."""
     sent, v = run(mig, "stock")
     assert v["dup"] == 0 and v["received"] <= sent, v
-    record("migration", "stock-lost", lost=sent - v["received"], waiting_in_source_bytes=unsent_bytes(mig.src.netdev_peer))
+    record("migration", "stock-lost", lost=sent - v["received"],
+           waiting_in_source_bytes=unsent_bytes(mig.src.netdev_peer))
 
 
 @pytest.mark.parametrize("mig", [{"late": True}], indirect=True)
