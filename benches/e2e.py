@@ -43,7 +43,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
-from qemu import REPO, Qemu, frame, udp_frame  # noqa: E402
+from qemu import REPO, Qemu, frame, poll, udp_frame  # noqa: E402
 
 BINARIES = {
     "stock": os.path.join(REPO, "build", "qemu-stock", "qemu-system-x86_64"),
@@ -688,8 +688,7 @@ class RawQmp:
     def roundtrip(self, cmd):
         line = (json.dumps(cmd) + "\n").encode()
         t0 = time.perf_counter()
-        self.q.qmp.sendall(line)
-        reply = self.q._qmp_file.readline()
+        reply = self.q.roundtrip_line(line)
         dt = time.perf_counter() - t0
         if not reply.startswith((b'{"return"', b'{"error"')):
             raise RuntimeError(f"unexpected QMP message: {reply[:200]!r}")
@@ -788,15 +787,13 @@ def rss_kib(pid):
 def settled_rss(q, timeout=5.0):
     """VmRSS once three reads 100 ms apart agree within 64 KiB."""
     q.command("query-status")
-    deadline = time.monotonic() + timeout
     last = []
-    while True:
-        last = (last + [rss_kib(q.proc.pid)])[-3:]
-        if len(last) == 3 and max(last) - min(last) <= 64:
-            return last[-1]
-        if time.monotonic() > deadline:
-            return last[-1]
-        time.sleep(0.1)
+
+    def sample():
+        last[:] = (last + [rss_kib(q.proc.pid)])[-3:]
+        return last
+
+    return poll(sample, lambda s: len(s) == 3 and max(s) - min(s) <= 64, timeout, 0.1)[-1]
 
 
 def rss_run(binary, variant, n):

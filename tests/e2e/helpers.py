@@ -9,7 +9,7 @@ import termios
 import threading
 import time
 
-from qemu import Qemu, frame, read_frame
+from qemu import Qemu, frame, poll, read_frame, wait_until
 
 
 def payload(n, seed):
@@ -19,13 +19,12 @@ def payload(n, seed):
 
 def wait_connected(q, name, connected=True, timeout=10.0):
     """Wait until QEMU has accepted (or dropped) the chardev's client."""
-    deadline = time.monotonic() + timeout
-    while True:
-        chardev = next(c for c in q.command("query-chardev") if c["label"] == name)
-        if chardev["filename"].startswith("disconnected:") != connected:
-            return
-        assert time.monotonic() < deadline, f"chardev {name} connected != {connected}: {chardev}"
-        time.sleep(0.02)
+    def chardev():
+        return next(c for c in q.command("query-chardev") if c["label"] == name)
+
+    got = poll(chardev, lambda c: c["filename"].startswith("disconnected:") != connected, timeout)
+    assert got["filename"].startswith("disconnected:") != connected, \
+        f"chardev {name} connected != {connected}: {got}"
 
 
 
@@ -92,18 +91,20 @@ def wait_counters(q, name, timeout=5.0, **expected):
     names with _ for -; the filter's other counters must be (0, 0), except
     the HOLD_COUNTERS, unless given)."""
     expected = {k.replace("_", "-"): v for k, v in expected.items()}
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def fetch():
         got = counters(q, name)
         for k in HOLD_COUNTERS:
             if k not in expected:
                 got.pop(k, None)
-        want = {k: expected.get(k, (0, 0)) for k in got}
         assert set(expected) <= set(got), f"{name} has no {set(expected) - set(got)}"
-        if got == want or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert got == want
+        return got
+
+    def want(got):
+        return {k: expected.get(k, (0, 0)) for k in got}
+
+    got = poll(fetch, lambda got: got == want(got), timeout)
+    assert got == want(got)
     return got
 
 
@@ -137,10 +138,8 @@ def r0_tx(q):
 
 
 def wait_tx(q, packets, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while r0_tx(q)[0] != packets:
-        assert time.monotonic() < deadline, f"r0 saw {r0_tx(q)}, expected {packets} packets"
-        time.sleep(0.02)
+    got = poll(lambda: r0_tx(q), lambda tx: tx[0] == packets, timeout)
+    assert got[0] == packets, f"r0 saw {got}, expected {packets} packets"
 
 
 def unsent_bytes(sock):
@@ -201,16 +200,16 @@ def stall_outdev(q, frames=STALL_FRAMES, src=None):
     out0's peer does not read; return once the peer's socket buffer has
     stopped filling (QEMU is stuck writing to it). Returns the Sender."""
     sender = Sender(src or q.netdev_peer, frames)
-    deadline = time.monotonic() + 5
-    last, stable_since = -1, time.monotonic()
-    while True:
+    state = {"queued": -1, "since": time.monotonic()}
+
+    def stable():
         now, queued = time.monotonic(), unread_bytes(q.out)
-        if queued != last:
-            last, stable_since = queued, now
-        elif queued > 0 and now - stable_since > 0.3:
-            break
-        assert now < deadline, "out0's socket buffer never filled"
-        time.sleep(0.02)
+        if queued != state["queued"]:
+            state.update(queued=queued, since=now)
+        return queued > 0 and now - state["since"] > 0.3
+
+    wait_until(stable, "out0's socket buffer never filled", timeout=5)
+    last = state["queued"]
     total = sum(len(p) + 4 for p in frames)
     assert 0 < last < total, (last, total)
     return sender

@@ -42,6 +42,29 @@ ASAN_COROUTINE_NOTICE = re.compile(
 SANITIZER_REPORT = re.compile(r"ERROR: [A-Za-z]+Sanitizer|: runtime error: ")
 
 
+def poll(fetch, done=bool, timeout=10.0, interval=0.02):
+    """The one polling loop of the tests, benchmarks and harnesses: call
+    fetch() until done(what it returned) holds or `timeout` seconds have
+    passed, and return what it returned last (the caller asserts on it, so
+    that a failure shows the state things ended in)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fetch()
+        if done(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(interval)
+
+
+def wait_until(check, message, timeout=10.0, interval=0.02):
+    """poll() until check() returns something true, and return it; if it
+    never does, fail with `message` (a string, or a function of check()'s
+    last result, for a message built from the state at the end)."""
+    got = poll(check, timeout=timeout, interval=interval)
+    if not got:
+        raise AssertionError(message(got) if callable(message) else message)
+    return got
+
+
 def exit_status(rc):
     """A Popen return code in words: "status N" or "signal SIGSEGV"."""
     if rc < 0:
@@ -196,19 +219,18 @@ class Qemu:
         return os.path.join(self.dir, f"{name}.sock")
 
     def _connect_qmp(self, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while True:
+        def connect():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"QEMU exited with {self.proc.returncode}: {self.stderr()}")
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.connect(self.qmp_path)
                 return s
             except OSError:
                 s.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return None
+
+        return wait_until(connect, f"QMP socket {self.qmp_path} did not accept", timeout, 0.05)
 
     def _read_message(self):
         self.qmp.settimeout(30.0)
@@ -226,6 +248,12 @@ class Qemu:
         its "timestamp"; a command (query-status here) reads what came."""
         self.command("query-status")
         return [e for e in self._events if name is None or e["event"] == name]
+
+    def roundtrip_line(self, line):
+        """Send one QMP command line (bytes, newline included) and return
+        the reply line as it came, unparsed (for timing QMP itself)."""
+        self.qmp.sendall(line)
+        return self._qmp_file.readline()
 
     def command_raw(self, name, arguments=None):
         """Send a command; return the whole reply (return or error)."""
@@ -259,22 +287,16 @@ class Qemu:
     def wait_connected(self, timeout=10.0):
         """Wait until QEMU has accepted every connection to its socket
         chardevs (it accepts in its main loop)."""
-        deadline = time.monotonic() + timeout
-        while any(c["filename"].startswith("disconnected:") for c in self.command("query-chardev")):
-            if time.monotonic() > deadline:
-                raise AssertionError("chardevs did not connect")
-            time.sleep(0.02)
+        wait_until(lambda: not any(c["filename"].startswith("disconnected:")
+                                   for c in self.command("query-chardev")),
+                   "chardevs did not connect", timeout)
 
     def wait_for(self, predicate, timeout=10.0, what="condition"):
         """Poll QMP until predicate(stats_by_name) holds; return the stats."""
-        deadline = time.monotonic() + timeout
-        while True:
-            stats = self.stats_by_name()
-            if predicate(stats):
-                return stats
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; stats: {json.dumps(stats, indent=1)}")
-            time.sleep(0.02)
+        stats = poll(self.stats_by_name, predicate, timeout)
+        if not predicate(stats):
+            raise AssertionError(f"timed out waiting for {what}; stats: {json.dumps(stats, indent=1)}")
+        return stats
 
     def stderr(self):
         """What QEMU printed, less ASan's one-line notice that QEMU's

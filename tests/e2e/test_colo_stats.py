@@ -29,8 +29,8 @@ from helpers import (
     start_qemu, wait_connected,
 )
 from qemu import (
-    CLIENT_MAC, GUEST_MAC, TCP_ACK, TCP_PSH, frame, ipv4_frame, read_frame, tcp_frame,
-    udp_frame,
+    CLIENT_MAC, GUEST_MAC, TCP_ACK, TCP_PSH, frame, ipv4_frame, poll, read_frame, tcp_frame,
+    udp_frame, wait_until,
 )
 
 MAX_FRAME = 4096 + 65536
@@ -147,13 +147,10 @@ def want(**counts):
 def wait_stats(q, expected, timeout=20.0):
     """Wait until cc0's values are `expected` (from want()), and its release
     latencies count every released packet, each once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cc_stats(q)
-        latency = [got.pop(name) for name in LATENCY]
-        if got == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    got = poll(lambda: cc_stats(q),
+               lambda got: {k: v for k, v in got.items() if k not in LATENCY} == expected,
+               timeout)
+    latency = [got.pop(name) for name in LATENCY]
     assert got == expected
     assert_histogram(*latency, events=got["released-packets"])
     return got | dict(zip(LATENCY, latency))
@@ -161,10 +158,8 @@ def wait_stats(q, expected, timeout=20.0):
 
 def wait_value(q, name, value, timeout=20.0):
     """Wait until colo-compare has read (and handled) what the test sent."""
-    deadline = time.monotonic() + timeout
-    while (got := cc_stats(q)[name]) != value:
-        assert time.monotonic() < deadline, f"{name} is {got}, not {value}"
-        time.sleep(0.01)
+    got = poll(lambda: cc_stats(q)[name], lambda got: got == value, timeout, 0.01)
+    assert got == value, f"{name} is {got}, not {value}"
 
 
 def send(q, name, frames):
@@ -441,11 +436,14 @@ def test_exact_while_read_during_traffic():
         threads = [threading.Thread(target=t, daemon=True) for t in (sender, reader)]
         for t in threads:
             t.start()
-        samples = [cc_stats(q)]
-        deadline = time.monotonic() + 60
-        while samples[-1]["released-packets"] < n:
-            assert time.monotonic() < deadline, samples[-1]
+        samples = []
+
+        def sample():
             samples.append(cc_stats(q))
+            return samples[-1]["released-packets"] >= n
+
+        # as often as QMP answers: every sample is checked below
+        wait_until(sample, lambda _: samples[-1], timeout=60, interval=0)
         for t in threads:
             t.join(timeout=20)
             assert not t.is_alive()

@@ -13,12 +13,11 @@ netdev decoded.
 import re
 import socket
 import struct
-import time
 
 import pytest
 
 from helpers import assert_alive, assert_quiet, log_lines, payload, wait_connected
-from qemu import Qemu, frame, read_frame, udp_frame
+from qemu import Qemu, frame, read_frame, udp_frame, wait_until
 
 MAX_FRAME = 4096 + 65536
 
@@ -80,22 +79,13 @@ def test_stream_netdev_reads_the_next_connection_from_a_clean_state():
         wait_connected(q, "out0")
         for attempt in range(2):
             peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    peer.connect(path)
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.05)
+            wait_until(lambda peer=peer: peer.connect_ex(path) == 0, f"{path} did not accept", 10, 0.05)
             p = payload(700, 10 + attempt)
             peer.sendall(frame(p) + struct.pack(">I", 1000) + b"cut")
             assert read_frame(out)[0] == p
             peer.close()
-            deadline = time.monotonic() + 10
-            while len(warnings(q, "netdev 'n1'")) < attempt + 1:
-                assert time.monotonic() < deadline, log_lines(q)
-                time.sleep(0.05)
+            wait_until(lambda attempt=attempt: len(warnings(q, "netdev 'n1'")) >= attempt + 1,
+                       lambda _: log_lines(q), 10, 0.05)
         # 4 + 1000 bytes announced, 4 + 3 arrived
         assert [w.split("warning: ")[1] for w in warnings(q, "netdev 'n1'")] == \
             ["netdev 'n1': stream ended inside a frame (7 of 1004 bytes)"] * 2
@@ -146,10 +136,8 @@ def test_colo_compare_survives_garbage_on_secondary_in():
                     "zero-length frame dropped"]
         for n, garbage in enumerate(hostile):
             s["sec"].sendall(garbage)
-            deadline = time.monotonic() + 10
-            while len(warnings(q, "colo-compare")) < n + 1:
-                assert time.monotonic() < deadline, log_lines(q)
-                time.sleep(0.05)
+            wait_until(lambda n=n: len(warnings(q, "colo-compare")) >= n + 1,
+                       lambda _: log_lines(q), 10, 0.05)
             if n == 0:
                 s["sec"].close()
                 wait_connected(q, "sec", connected=False)

@@ -28,7 +28,7 @@ from helpers import (
     drain_outdev, held_backlog, log_lines, payload, r0_tx, read_by_qemu, stall_outdev,
     start_outdev, start_two_chardevs, wait_connected, wait_counters,
 )
-from qemu import Qemu, frame, read_frame
+from qemu import Qemu, frame, poll, read_frame, wait_until
 
 TWO_REDIRECTORS = [
     "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,outdev=out0",
@@ -221,10 +221,8 @@ def test_netdev_del_of_the_held_netdev():
         assert whole == FLOOD_FRAMES[:written] and ended
         # n0 was released: it read again (and then waits for the guest NIC,
         # which has no driver here and never takes a frame).
-        deadline = time.monotonic() + 5
-        while read_by_qemu(sender) <= held_at:
-            assert time.monotonic() < deadline, "n0 stayed held after netdev_del"
-            time.sleep(0.05)
+        wait_until(lambda: read_by_qemu(sender) > held_at, "n0 stayed held after netdev_del",
+                   5, 0.05)
         assert_alive(q)
 
 
@@ -237,10 +235,7 @@ def test_outdev_peer_disconnecting_releases_the_held_netdev():
         q.out.close()
         sender.finish()
         total = (len(FLOOD_FRAMES), sum(map(len, FLOOD_FRAMES)))
-        deadline = time.monotonic() + 5
-        while r0_tx(q) != total:
-            assert time.monotonic() < deadline, r0_tx(q)
-            time.sleep(0.02)
+        assert poll(lambda: r0_tx(q), lambda tx: tx == total, 5) == total
         c = counters(q, "r0")
         assert (c["outdev"][0] + c["outdev-errors"][0],
                 c["outdev"][1] + c["outdev-errors"][1]) == total

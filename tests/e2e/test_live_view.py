@@ -34,7 +34,7 @@ import pytest
 from helpers import (
     BUCKETS, duration, histogram_bucket, payload, start_qemu, wait_connected, wait_counters,
 )
-from qemu import REPO, Qemu, frame, read_frame
+from qemu import REPO, Qemu, frame, read_frame, wait_until
 
 TOOL = os.path.join(REPO, "scripts", "netfilter-top.py")
 FRAMES = [payload(n, i) for i, n in enumerate([60, 1514, 9000])]
@@ -327,17 +327,16 @@ def test_prometheus_histograms_pass_promtool_and_node_exporter(delayed, tmp_path
                              "--collector.disable-defaults", "--collector.textfile",
                              f"--collector.textfile.directory={textfiles}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def scrape():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return prometheus_samples(r.read().decode())
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read()
+            return None
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                    scraped = prometheus_samples(r.read().decode())
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read()
-                assert time.monotonic() < deadline, "node_exporter did not answer"
-                time.sleep(0.1)
+        scraped = wait_until(scrape, "node_exporter did not answer", 30, 0.1)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -412,6 +411,11 @@ class LiveTool:
     """The tool running in the background with --json; its lines as they come."""
 
     def __init__(self, socket_path, *args):
+        # The tool as a terminal starts it, so that SIGINT (Ctrl-C) stops
+        # it: a test run started as a background job has SIGINT ignored,
+        # and a child would inherit that (a handler set here is not).
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         self.proc = subprocess.Popen(
             [sys.executable, TOOL, socket_path, "--json", "--timeout", "30", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -16,11 +16,10 @@ come out on the wire.
 """
 
 import threading
-import time
 
 import pytest
 
-from qemu import Qemu, frame, read_frame
+from qemu import Qemu, frame, read_frame, wait_until
 
 TX_SIZES = [60, 1514, 9000, 64, 65535, 1]
 RX_SIZES = [42, 1514, 100, 9000]
@@ -300,10 +299,8 @@ def test_object_add_and_del_while_traffic_flows(tmp_path):
         assert (s["d0"]["packets-tx"], s["d0"]["bytes-tx"]) == expected
         assert (s["m0"]["packets-tx"], s["m0"]["bytes-tx"]) == expected
         assert s["r0"]["counters"][1] == {"name": "outdev", "packets": total, "bytes": sum(sent)}
-        deadline = time.monotonic() + 30
-        while len(received["out0"]) < total or len(received["mir0"]) < total:
-            assert time.monotonic() < deadline, "outdev frames missing"
-            time.sleep(0.05)
+        wait_until(lambda: len(received["out0"]) >= total and len(received["mir0"]) >= total,
+                   "outdev frames missing", 30, 0.05)
         assert received["out0"] == sent
         assert received["mir0"] == sent
 

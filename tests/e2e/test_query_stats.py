@@ -27,7 +27,7 @@ import os
 import time
 
 from helpers import BUCKETS, assert_alive, assert_histogram, start_qemu
-from qemu import TCP_SYN, frame, read_frame, tcp_frame, udp_frame
+from qemu import TCP_SYN, frame, poll, read_frame, tcp_frame, udp_frame
 
 SNAPLEN = 100
 
@@ -177,12 +177,7 @@ def expected_chain(tx, rx, released):
 
 def wait_netfilter_stats(q, expected, timeout=10.0):
     """Poll query-netfilter-stats until it is exactly `expected`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = q.stats()
-        if got == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    got = poll(q.stats, lambda got: got == expected, timeout)
     assert got == expected
     return got
 

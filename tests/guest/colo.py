@@ -33,6 +33,7 @@ import threading
 import time
 
 from guest import Guest, Tap
+from qemu import poll, wait_until
 from test_guest_traffic import counter
 
 HOST_IP, GUEST_IP = "10.213.7.1", "10.213.7.2"
@@ -322,15 +323,15 @@ class Chain:
         self.primary.command("migrate-set-capabilities", capabilities=caps)
         self.primary.command("migrate-set-parameters", **{"x-checkpoint-delay": checkpoint_delay_ms})
         self.primary.command("migrate", uri=uri)
-        deadline = time.monotonic() + 120
-        while True:
+        def colo():
             status = self.primary.command("query-migrate").get("status")
             modes = [g.command("query-colo-status")["mode"] for g in (self.primary, self.secondary)]
-            if status == "colo" and modes == ["primary", "secondary"]:
-                return time.monotonic() - start
             assert status not in ("failed", "cancelled"), self.primary.command("query-migrate")
-            assert time.monotonic() < deadline, f"no COLO after 120 s: {status}, {modes}"
-            time.sleep(0.05)
+            return status, modes
+
+        got = poll(colo, lambda got: got == ("colo", ["primary", "secondary"]), 120, 0.05)
+        assert got == ("colo", ["primary", "secondary"]), f"no COLO after 120 s: {got}"
+        return time.monotonic() - start
 
     def checkpoints(self):
         """The primary's checkpoints so far, each (start, pause): a
@@ -386,18 +387,14 @@ class Chain:
         g.command("x-colo-lost-heartbeat")
         # (the mode is none once the failover ran; the COLO thread sends
         # its COLO_EXIT when it gets there, which may be later)
-        deadline = time.monotonic() + 30
-        while g.command("query-colo-status")["mode"] != "none" or not g.events("COLO_EXIT"):
-            assert time.monotonic() < deadline, (g.command("query-colo-status"), g.events())
-            time.sleep(0.05)
+        wait_until(lambda: g.command("query-colo-status")["mode"] == "none" and g.events("COLO_EXIT"),
+                   lambda _: (g.command("query-colo-status"), g.events()), 30, 0.05)
         (exit_event,) = g.events("COLO_EXIT")
         assert exit_event["data"]["mode"] == mode, exit_event
 
     def wait_links(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while not all(r.connected() for r in self.links.values()):
-            assert time.monotonic() < deadline, "the secondary did not connect"
-            time.sleep(0.1)
+        wait_until(lambda: all(r.connected() for r in self.links.values()),
+                   "the secondary did not connect", timeout, 0.1)
         self.primary.wait_connected()
         self.secondary.wait_connected()
 

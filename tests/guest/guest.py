@@ -23,7 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 
-from qemu import REPO, Qemu  # noqa: E402
+from qemu import REPO, Qemu, poll  # noqa: E402
 
 GUEST_MAC = "52:54:00:00:00:02"
 FULL_BINARY = os.path.join(REPO, "build", "qemu-full", "qemu-system-x86_64")
@@ -224,10 +224,7 @@ class FrameReader:
         return self.packets, self.bytes
 
     def wait_for(self, packets, timeout=60):
-        deadline = time.monotonic() + timeout
-        while self.packets < packets and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.count()
+        return poll(self.count, lambda c: c[0] >= packets, timeout, 0.05)
 
     def close(self):
         self.stop = True

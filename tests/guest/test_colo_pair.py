@@ -18,7 +18,7 @@ import pytest
 from colo import (Chain, check_chain_adds_up, colo_counters, comp0, delta, ping, served_bytes,
                   tcp_echo, tcp_fetch, udp_echo)
 from guest import record
-from qemu import GUEST_MAC, Qemu, QmpError
+from qemu import GUEST_MAC, Qemu, QmpError, poll, wait_until
 
 pytestmark = [pytest.mark.needs_tap, pytest.mark.needs_full]
 
@@ -44,10 +44,8 @@ def pauses(checkpoints):
 
 
 def wait_checkpoints(pair, n, timeout=60):
-    deadline = time.monotonic() + timeout
-    while len(pair.checkpoints()) < n:
-        assert time.monotonic() < deadline, f"{len(pair.checkpoints())} checkpoints, not {n}"
-        time.sleep(0.1)
+    got = poll(pair.checkpoints, lambda c: len(c) >= n, timeout, 0.1)
+    assert len(got) >= n, f"{len(got)} checkpoints, not {n}"
     return pair.checkpoints()
 
 
@@ -108,10 +106,8 @@ def test_colo_pair_checkpoints_under_traffic_then_loses_its_secondary(pair):
     busy_seconds = time.monotonic() - t1
     # A packet whose twin never comes (a pure ACK the secondary did not
     # send) waits for compare_timeout or the next checkpoint: both come.
-    deadline = time.monotonic() + 10
-    while comp0(pair.primary)["primary-queued"] != (0, 0):
-        assert time.monotonic() < deadline, comp0(pair.primary)
-        time.sleep(0.1)
+    wait_until(lambda: comp0(pair.primary)["primary-queued"] == (0, 0),
+               lambda _: comp0(pair.primary), 10, 0.1)
     after = pair.snapshot()
     busy = pair.checkpoints()[n1:]
     released, queued = check_chain_adds_up(before, after)
@@ -202,10 +198,8 @@ def test_colo_pair_loses_its_secondary_during_a_checkpoint(pair):
     pair.links["migration"].hold_before(5)
     # ask for a checkpoint now: its STOP comes, its RESUME cannot
     pair.primary.command("migrate-set-parameters", **{"x-checkpoint-delay": 100})
-    deadline = time.monotonic() + 30
-    while pair.primary.command("query-status")["running"]:
-        assert time.monotonic() < deadline, "no checkpoint began"
-        time.sleep(0.05)
+    wait_until(lambda: not pair.primary.command("query-status")["running"],
+               "no checkpoint began", 30, 0.05)
     time.sleep(1)
     assert pair.primary.command("query-status")["status"] == "colo"
     assert len(pair.checkpoints()) == n0

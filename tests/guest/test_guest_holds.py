@@ -6,6 +6,7 @@ import time
 
 from guest import FrameReader, Guest
 from helpers import duration
+from qemu import poll
 from test_guest_traffic import counter
 
 REDIRECTOR = "filter-redirector,id=red,netdev=n0,queue=rx,outdev=rout"
@@ -14,15 +15,18 @@ REDIRECTOR = "filter-redirector,id=red,netdev=n0,queue=rx,outdev=rout"
 def qmp_latencies(g, until, timeout=120):
     """Query the stats until until(stats) holds; return (stats, worst
     latency in seconds)."""
-    worst, deadline = 0.0, time.monotonic() + timeout
-    while True:
+    worst = 0.0
+
+    def timed_stats():
+        nonlocal worst
         t = time.monotonic()
         stats = g.stats_by_name()
         worst = max(worst, time.monotonic() - t)
-        if until(stats):
-            return stats, worst
-        assert time.monotonic() < deadline, f"timed out; {stats}"
-        time.sleep(0.05)
+        return stats
+
+    stats = poll(timed_stats, until, timeout, 0.05)
+    assert until(stats), f"timed out; {stats}"
+    return stats, worst
 
 
 def test_guest_flood_into_slow_redirector_is_held_not_dropped():

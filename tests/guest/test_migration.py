@@ -26,7 +26,7 @@ from colo import Relay
 from guest import Guest, record
 from test_guest_traffic import counter as filter_counter
 from helpers import unsent_bytes, wait_connected
-from qemu import frame, udp_frame
+from qemu import frame, udp_frame, wait_until
 
 pytestmark = pytest.mark.needs_full
 
@@ -105,13 +105,6 @@ def parse_verdict(g, timeout=60):
     return {k: int(v) for k, v in re.findall(r"(\w+) (-?\d+)", "received" + line)}
 
 
-def wait(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 class Migration:
     """A source QEMU running the guest and a destination waiting for it,
     each with a socket netdev whose peer the host writes to; `carry`
@@ -179,8 +172,8 @@ class Migration:
         uri = f"unix:{os.path.join(self.dir, 'migration.sock')}"
         self.dst.command("migrate-incoming", uri=uri)
         self.src.command("migrate", uri=uri)
-        wait(lambda: self.src.command("query-migrate")["status"] == "completed", 120,
-             "the migration to complete")
+        wait_until(lambda: self.src.command("query-migrate")["status"] == "completed",
+                   "the migration did not complete", 120)
 
     def carried(self):
         """(frames, bytes) the source's redirector took and wrote to the link."""
@@ -239,11 +232,12 @@ def run(m, name, size=100, switch_after=0.0):
             m.add_source_filter("on")
         else:
             m.src.command("qom-set", path="/objects/carry-out", property="status", value="on")
-    wait(lambda: m.dst.command("query-status")["running"], 30, "the destination to run")
+    wait_until(lambda: m.dst.command("query-status")["running"], "the destination did not run", 30)
     time.sleep(switch_after)
     drain = m.drained if m.carry and m.enable_when_stopped else None
     paused = stream.switch_to(m.dst.netdev_peer, before=drain and (
-        lambda: wait(lambda: drain(stream), 30, "the carried frames to reach the destination")))
+        lambda: wait_until(lambda: drain(stream), "the carried frames did not reach the destination",
+                           30, 0.01)))
     time.sleep(1)
     sent = stream.stop()
     verdict = m.verdict()
@@ -361,7 +355,8 @@ def test_migration_cancelled_after_the_wiring_went_in(mig):
     mig.src.command("migrate", uri=uri)
     time.sleep(1)
     mig.src.command("migrate_cancel")
-    wait(lambda: mig.src.command("query-migrate")["status"] == "cancelled", 30, "the cancel")
+    wait_until(lambda: mig.src.command("query-migrate")["status"] == "cancelled",
+               "the migration was not cancelled", 30)
     assert mig.src.command("query-status")["running"]
     time.sleep(1)
     sent = stream.stop()
