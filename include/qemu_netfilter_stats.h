@@ -191,7 +191,7 @@ typedef uint32_t QnsDirection;
 
 /**
  * The filter-specific counters. A filter class (or colo-compare) reports
- * the ones it has, in the order it lists them; the README's table says
+ * the ones it has, in the order it lists them; docs/counters.md's table says
  * which each has.
  */
 enum QnsCounterId

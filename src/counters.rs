@@ -53,7 +53,7 @@ macro_rules! c_concat {
 }
 
 /// The filter-specific counters. A filter class (or colo-compare) reports
-/// the ones it has, in the order it lists them; the README's table says
+/// the ones it has, in the order it lists them; docs/counters.md's table says
 /// which each has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]

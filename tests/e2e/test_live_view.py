@@ -486,7 +486,7 @@ def test_filters_deleted_and_recreated_under_the_tool():
         # Ctrl-C
         tool.proc.send_signal(signal.SIGINT)
         code, err = tool.finish()
-        assert code == 130, "Ctrl-C must exit 130 (README)"
+        assert code == 130, "Ctrl-C must exit 130 (docs/live-view.md)"
         assert err == ""
 
 
