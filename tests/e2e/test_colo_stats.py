@@ -623,6 +623,34 @@ def test_outdev_that_does_not_read_holds_primary_in():
         assert_alive(q)
 
 
+def test_outdev_peer_hanging_up_releases_primary_in():
+    """The outdev peer hangs up while colo-compare holds primary_in: what
+    waited for it is dropped (send-errors), and colo-compare reads
+    primary_in again: every primary packet is released or counted as not
+    sent, none is left. A peer that connects then gets what comes next."""
+    n = 2000
+    frames = [udp_frame(20000 + i, payload(1000, i)) for i in range(n)]
+    with start() as q:
+        unsent = hold_primary_in(q, frames)
+        q.socks["ccout"].close()
+        wait_connected(q, "ccout", connected=False)
+        q.socks["pri"].sendall(unsent)
+        c = poll(lambda: cc_stats(q), lambda c: c["released-packets"] + c["send-errors-packets"] == n,
+                 timeout=20)
+        assert c["released-packets"] + c["send-errors-packets"] == n, c
+        assert c["released-bytes"] + c["send-errors-bytes"] == tally(frames)[1], c
+        assert c["send-errors-packets"] > 0 and c["primary-packets"] == n, c
+        assert c["primary-queued-packets"] == c["secondary-queued-packets"] == 0, c
+        q.socks["ccout"] = q.connect_chardev("ccout")
+        wait_connected(q, "ccout")
+        f = udp_frame(30000, payload(500, 7))
+        send(q, "sec", [f])
+        wait_value(q, "secondary-packets", n + 1)
+        send(q, "pri", [f])
+        assert read_frames(q, 1) == [f]
+        assert_alive(q)
+
+
 def test_object_del_and_quit_while_outdev_is_not_read():
     """colo-compare's outdev peer does not read, and colo-compare holds
     primary_in. Neither object-del nor quit may wait for the peer (QMP must
