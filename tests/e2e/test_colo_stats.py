@@ -635,8 +635,11 @@ def test_outdev_peer_hanging_up_releases_primary_in():
         q.socks["ccout"].close()
         wait_connected(q, "ccout", connected=False)
         q.socks["pri"].sendall(unsent)
-        c = poll(lambda: cc_stats(q), lambda c: c["released-packets"] + c["send-errors-packets"] == n,
-                 timeout=20)
+        # the decoder counts a read's frames in primary once it has handed
+        # them all out: wait for both sides to settle
+        c = poll(lambda: cc_stats(q),
+                 lambda c: c["primary-packets"] == n
+                 and c["released-packets"] + c["send-errors-packets"] == n, timeout=20)
         assert c["released-packets"] + c["send-errors-packets"] == n, c
         assert c["released-bytes"] + c["send-errors-bytes"] == tally(frames)[1], c
         assert c["send-errors-packets"] > 0 and c["primary-packets"] == n, c
