@@ -523,8 +523,10 @@ typedef struct QnsFilterStats {
    */
   uint64_t bytes_rx;
   /**
-   * `n_counters` filter-specific counters, in the order the filter's
-   * class listed them. NULL when `n_counters` is 0.
+   * `n_counters` filter-specific counters of packets and bytes, in the
+   * order the filter's class listed them (`query-netfilter-stats`; counts
+   * of events and durations are in `values` alone). NULL when
+   * `n_counters` is 0.
    */
   const struct QnsCounterStats *counters;
   /**
@@ -936,8 +938,10 @@ QnsResult qns_stats_builder_add_object(struct QnsStatsBuilder *builder,
  * Add the filter-specific counters `ids[0..n_ids]` (`QnsCounterId` values)
  * of `counters`, read now and in that order, to the filter added last (after
  * those of an earlier call for it): the call a filter class's `get_stats`
- * hook makes. An unknown id, or no filter added yet, is
- * `QNS_RESULT_INVALID_ARGUMENT` (nothing is added).
+ * hook makes. A counter of packets and bytes goes to the filter's
+ * `counters` (`query-netfilter-stats`) and its `values` (`query-stats`); a
+ * count of events or a duration to its `values` alone. An unknown id, or
+ * no filter added yet, is `QNS_RESULT_INVALID_ARGUMENT` (nothing is added).
  *
  * # Safety
  * `builder` NULL or live; `counters` NULL or live counters; `ids` NULL or

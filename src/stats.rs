@@ -61,8 +61,10 @@ pub struct QnsFilterStats {
     pub bytes_tx: u64,
     /// Bytes the netdev received through the filter.
     pub bytes_rx: u64,
-    /// `n_counters` filter-specific counters, in the order the filter's
-    /// class listed them. NULL when `n_counters` is 0.
+    /// `n_counters` filter-specific counters of packets and bytes, in the
+    /// order the filter's class listed them (`query-netfilter-stats`; counts
+    /// of events and durations are in `values` alone). NULL when
+    /// `n_counters` is 0.
     pub counters: *const QnsCounterStats,
     /// Entries at `counters`.
     pub n_counters: usize,
@@ -194,7 +196,9 @@ impl StatsListBuilder {
     }
 
     /// Add the counters `ids` (in that order) of `counters` to the filter
-    /// added last: to its counters, except durations, and to its values.
+    /// added last: to its values, and those of packets and bytes to its
+    /// counters too (`query-netfilter-stats` has packets and bytes alone;
+    /// a count of events, or a duration, is in `query-stats` alone).
     /// Returns false, adding nothing, when no filter was added.
     pub fn add_counters(&mut self, counters: &FilterCounters, ids: &[QnsCounterId]) -> bool {
         let Some(last) = self.filters.last_mut() else {
@@ -213,12 +217,14 @@ impl StatsListBuilder {
                 sum
             } else {
                 let count = counters.get(id);
-                self.counters.push(QnsCounterStats {
-                    name: id.c_name().as_ptr(),
-                    packets: count.packets,
-                    bytes: count.bytes,
-                });
-                last.n_counters += 1;
+                if second.is_some() {
+                    self.counters.push(QnsCounterStats {
+                        name: id.c_name().as_ptr(),
+                        packets: count.packets,
+                        bytes: count.bytes,
+                    });
+                    last.n_counters += 1;
+                }
                 self.values.push(number(first, count.packets));
                 count.bytes
             };
@@ -547,6 +553,43 @@ mod tests {
         assert_eq!(list.filters[1].n_values, 2);
         assert_eq!(list.values[8].buckets, list.buckets[1].as_ptr());
         assert!(values[..6].iter().all(|v| v.buckets.is_null()));
+    }
+
+    #[test]
+    fn event_counts_are_in_query_stats_alone() {
+        let w = FilterCounters::default();
+        w.set(QnsCounterId::Connections, 2, 0);
+        w.add(QnsCounterId::Rewritten, 3, 180);
+        w.add(QnsCounterId::Closed, 1, 0);
+        let mut builder = StatsListBuilder::default();
+        builder.add(
+            c"w0".as_ptr(),
+            c"n0".as_ptr(),
+            c"filter-rewriter".as_ptr(),
+            &w,
+        );
+        let ids = [
+            QnsCounterId::Connections,
+            QnsCounterId::Rewritten,
+            QnsCounterId::Closed,
+        ];
+        builder.add_counters(&w, &ids);
+        let list = builder.finish();
+        // query-netfilter-stats: packets and bytes alone
+        assert_eq!(counters_of(&list, 0), [("rewritten".into(), 3, 180)]);
+        let values: Vec<_> = list.values[4..list.filters[0].n_values]
+            .iter()
+            .map(|v| (name_of(v.name), v.value))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("connections", 2),
+                ("rewritten-packets", 3),
+                ("rewritten-bytes", 180),
+                ("closed", 1)
+            ]
+        );
     }
 
     #[test]

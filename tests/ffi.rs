@@ -32,8 +32,15 @@ unsafe fn read(counters: *mut QnsCounters, id: QnsCounterId) -> (u64, u64) {
         );
         let mut list: *mut QnsStatsList = std::ptr::null_mut();
         assert_eq!(qns_stats_builder_finish(b, &mut list), ok);
-        let c = &*(*(*list).filters).counters;
-        let value = (c.packets, c.bytes);
+        let f = &*(*list).filters;
+        // a count of events (bytes always 0) is in the values alone, after
+        // the directions' four
+        let value = if f.n_counters == 1 {
+            ((*f.counters).packets, (*f.counters).bytes)
+        } else {
+            assert_eq!((f.n_counters, f.n_values), (0, 5));
+            ((*f.values.add(4)).value, 0)
+        };
         qns_stats_list_free(list);
         value
     }

@@ -80,8 +80,10 @@ pub unsafe extern "C" fn qns_stats_builder_add_object(
 /// Add the filter-specific counters `ids[0..n_ids]` (`QnsCounterId` values)
 /// of `counters`, read now and in that order, to the filter added last (after
 /// those of an earlier call for it): the call a filter class's `get_stats`
-/// hook makes. An unknown id, or no filter added yet, is
-/// `QNS_RESULT_INVALID_ARGUMENT` (nothing is added).
+/// hook makes. A counter of packets and bytes goes to the filter's
+/// `counters` (`query-netfilter-stats`) and its `values` (`query-stats`); a
+/// count of events or a duration to its `values` alone. An unknown id, or
+/// no filter added yet, is `QNS_RESULT_INVALID_ARGUMENT` (nothing is added).
 ///
 /// # Safety
 /// `builder` NULL or live; `counters` NULL or live counters; `ids` NULL or

@@ -58,13 +58,20 @@ HOLD_COUNTERS = ("held",)
 BUCKETS = 28
 
 
+def stat_values(q, name, *stats, provider="netfilter"):
+    """The query-stats values `stats` of filter (or colo-compare object)
+    `name`: {stat: value}."""
+    results = q.command("query-stats", target="netfilter",
+                        providers=[{"provider": provider, "names": list(stats)}])
+    (values,) = [{s["name"]: s["value"] for s in r["stats"]} for r in results
+                 if r["qom-path"] == f"/objects/{name}"]
+    return values
+
+
 def duration(q, name, stat, provider="netfilter"):
     """A duration of filter (or colo-compare object) `name` from query-stats:
     its log2 histogram (a list of BUCKETS) and the sum of its µs."""
-    results = q.command("query-stats", target="netfilter",
-                        providers=[{"provider": provider, "names": [stat, f"{stat}-sum"]}])
-    (values,) = [{s["name"]: s["value"] for s in r["stats"]} for r in results
-                 if r["qom-path"] == f"/objects/{name}"]
+    values = stat_values(q, name, stat, f"{stat}-sum", provider=provider)
     return values[stat], values[f"{stat}-sum"]
 
 

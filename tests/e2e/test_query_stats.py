@@ -32,10 +32,12 @@ from qemu import TCP_SYN, frame, poll, read_frame, tcp_frame, udp_frame
 SNAPLEN = 100
 
 # Each counter's shape (src/counters.rs), which gives its query-stats values.
-EVENTS = {"connections", "closed"}          # NAME (= packets; bytes always 0)
+EVENTS = {"connections", "closed"}          # NAME: a count of events, in query-stats alone
 # Everything else is frames: NAME-packets (= packets), NAME-bytes (= bytes).
 
-# The counters each filter type reports in query-netfilter-stats, in its order.
+# The counters each filter type reports in query-stats, in its order; those
+# of frames are in query-netfilter-stats too (its counters are packets and
+# bytes alone).
 TYPE_COUNTERS = {
     "filter-mirror": ["outdev", "outdev-errors", "held"],
     "filter-redirector": ["indev", "outdev", "indev-errors", "outdev-errors", "held"],
@@ -48,6 +50,13 @@ TYPE_COUNTERS = {
 TYPE_DURATIONS = {"filter-mirror": ["hold-time"], "filter-redirector": ["hold-time"],
                   "filter-buffer": ["delay"]}
 DURATIONS = {d for ds in TYPE_DURATIONS.values() for d in ds}
+
+
+def netfilter_counters(type_):
+    """The counters of `type_` in query-netfilter-stats, in its order."""
+    return [c for c in TYPE_COUNTERS.get(type_, []) if c not in EVENTS]
+
+
 NO_EVENTS = ([0] * BUCKETS, 0)                # an empty histogram, and its sum
 DIRECTION_VALUES = ["packets-tx", "packets-rx", "bytes-tx", "bytes-rx"]
 INSTANT = {"buffered-packets", "buffered-bytes", "connections"}
@@ -145,20 +154,20 @@ def total(frames):
 def entry(name, type_, tx=(0, 0), rx=(0, 0), **counters):
     """A query-netfilter-stats entry; counters not given are (0, 0)."""
     counters = {k.replace("_", "-"): v for k, v in counters.items()}
-    assert set(counters) <= set(TYPE_COUNTERS[type_])
+    assert set(counters) <= set(netfilter_counters(type_))
     return {
         "name": name, "netdev": "n0", "type": type_,
         "packets-tx": tx[0], "bytes-tx": tx[1], "packets-rx": rx[0], "bytes-rx": rx[1],
         "counters": [{"name": c, "packets": counters.get(c, (0, 0))[0],
-                      "bytes": counters.get(c, (0, 0))[1]} for c in TYPE_COUNTERS[type_]],
+                      "bytes": counters.get(c, (0, 0))[1]} for c in netfilter_counters(type_)],
     }
 
 
 def expected_chain(tx, rx, released):
     """The whole query-netfilter-stats list after `tx` frames sent and `rx`
-    injected, b0 having released them or not."""
+    injected, b0 having released them or not (w0's connections, a count of
+    events, are in query-stats alone: expected_events())."""
     both = tx + (rx if released else [])
-    connections = sum(1 for f in both if f[23] == 6)    # IP protocol TCP
     written = (len(both), sum(min(len(f), SNAPLEN) for f in both))
     cut = [len(f) - SNAPLEN for f in both if len(f) > SNAPLEN]
     rx_past_b0 = total(rx if released else [])
@@ -166,13 +175,18 @@ def expected_chain(tx, rx, released):
         entry("m0", "filter-mirror", tx=total(tx), outdev=total(tx)),
         entry("d0", "filter-dump", tx=total(tx), rx=rx_past_b0,
               written=written, truncated=(len(cut), sum(cut))),
-        entry("w0", "filter-rewriter", tx=total(tx), rx=rx_past_b0,
-              connections=(connections, 0)),
+        entry("w0", "filter-rewriter", tx=total(tx), rx=rx_past_b0),
         entry("b0", "filter-buffer", rx=total(rx),
               **({"released": total(rx)} if released else {"buffered": total(rx)})),
         entry("r0", "filter-redirector", tx=total(tx), outdev=total(tx)),
         entry("r1", "filter-redirector", indev=total(rx)),
     ]
+
+
+def expected_events(tx, rx, released):
+    """The counts of events of expected_chain()'s filters: {filter: {name: n}}."""
+    both = tx + (rx if released else [])
+    return {"w0": {"connections": sum(1 for f in both if f[23] == 6)}}  # IP protocol TCP
 
 
 def wait_netfilter_stats(q, expected, timeout=10.0):
@@ -192,35 +206,38 @@ def netfilter_results(results):
     return [r for r in results if r["provider"] == "netfilter"]
 
 
-def mapped_values(e, durations):
-    """The query-stats values of one query-netfilter-stats entry, and its
-    type's durations: {name: (buckets, sum)}, NO_EVENTS where not given."""
+def mapped_values(e, durations, events):
+    """The query-stats values of one query-netfilter-stats entry, its type's
+    counts of events ({name: n}, 0 where not given) and its type's durations
+    ({name: (buckets, sum)}, NO_EVENTS where not given)."""
     values = [(name, e[name]) for name in DIRECTION_VALUES]
-    for c in e["counters"]:
-        name, packets, bytes_ = c["name"], c["packets"], c["bytes"]
+    counters = {c["name"]: (c["packets"], c["bytes"]) for c in e.get("counters", [])}
+    assert list(counters) == netfilter_counters(e["type"]), e
+    for name in TYPE_COUNTERS.get(e["type"], []):
         if name in EVENTS:
-            assert bytes_ == 0, c
-            values.append((name, packets))
+            values.append((name, events.get(name, 0)))
         else:
-            values += zip(value_names(name), (packets, bytes_))
+            values += zip(value_names(name), counters[name])
     for name in TYPE_DURATIONS.get(e["type"], []):
         values += zip(value_names(name), durations.get(name, NO_EVENTS))
     return values
 
 
-def mapped_result(e, names=None, durations=None):
-    stats = [{"name": n, "value": v} for n, v in mapped_values(e, durations or {})
+def mapped_result(e, names=None, durations=None, events=None):
+    stats = [{"name": n, "value": v} for n, v in mapped_values(e, durations or {}, events or {})
              if names is None or n in names]
     return {"provider": "netfilter", "qom-path": f"/objects/{e['name']}", "stats": stats}
 
 
-def mapped_results(entries, names=None, durations=None):
+def mapped_results(entries, names=None, durations=None, events=None):
     """query-stats' netfilter results for this query-netfilter-stats list
     (with a names filter: only those values, and no result left empty);
     `durations` gives some filters' durations: {filter: {name: (buckets,
-    sum)}}, no events in the others."""
-    durations = durations or {}
-    results = [mapped_result(e, names, durations.get(e["name"])) for e in entries]
+    sum)}}, no events in the others; `events` some filters' counts of
+    events: {filter: {name: n}}, 0 in the others."""
+    durations, events = durations or {}, events or {}
+    results = [mapped_result(e, names, durations.get(e["name"]), events.get(e["name"]))
+               for e in entries]
     return [r for r in results if r["stats"]]
 
 
@@ -309,8 +326,9 @@ def test_query_stats_matches_query_netfilter_stats(tmp_path):
         delay = (by_path["/objects/b0"]["delay"], by_path["/objects/b0"]["delay-sum"])
         assert_histogram(*delay, events=len(rx), shortest_us=(released_from - queued_by) * 1e6,
                          longest_us=(released_by - queued_from) * 1e6)
-        assert netfilter_results(results) == mapped_results(entries,
-                                                            durations={"b0": {"delay": delay}})
+        assert netfilter_results(results) == mapped_results(
+            entries, durations={"b0": {"delay": delay}},
+            events=expected_events(tx, rx, released=True))
         assert_in_schema_order(results, schemas)
         assert (by_path["/objects/b0"]["released-packets"],
                 by_path["/objects/b0"]["released-bytes"],

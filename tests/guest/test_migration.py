@@ -290,7 +290,8 @@ def test_migration_with_the_source_filter_added_once_stopped(mig):
     migration has completed: it reads the stopped netdev at once (glue
     0059) and carries everything, as the one switched on does."""
     sent, v = run(mig, "added-after")
-    assert (v["received"], v["dup"], v["reordered"], v["missing"]) == (sent, 0, 0, 0), v
+    assert (v["received"], v["dup"], v["reordered"], v["missing"]) == (sent, 0, 0, 0), (
+        v, mig.src.stats_by_name()["carry-out"], mig.dst.stats_by_name()["carry-in"])
     assert mig.carried()[0] > 0
     end_wiring(mig)
 
