@@ -16,7 +16,7 @@
 //!   vnet header longer than the frame) is skipped and decoding goes on;
 //! - a length over the maximum means the stream can no longer be trusted: the
 //!   decoder discards everything until [`FrameDecoder::reset`] (the C side
-//!   resets when the peer reconnects).
+//!   hangs up, and resets when the peer reconnects).
 
 use std::fmt;
 
@@ -66,8 +66,8 @@ impl fmt::Display for DecodeError {
         match *self {
             Self::FrameTooLarge { len, max } => write!(
                 f,
-                "frame length {len} is over the maximum {max}; \
-                 discarding input until the peer reconnects"
+                "frame length {len} is over the maximum {max}: \
+                 the rest of the stream is out of step"
             ),
             Self::VnetHeaderTooLarge { vnet_hdr_len, len } => write!(
                 f,
@@ -657,7 +657,7 @@ mod tests {
         let e = DecodeError::FrameTooLarge { len: 9, max: 8 };
         assert_eq!(
             e.to_string(),
-            "frame length 9 is over the maximum 8; discarding input until the peer reconnects"
+            "frame length 9 is over the maximum 8: the rest of the stream is out of step"
         );
     }
 }

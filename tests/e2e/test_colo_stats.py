@@ -320,8 +320,8 @@ def test_full_queues_drop():
 
 def test_bad_input_is_counted_per_input():
     """Zero-length frames, a stream cut inside a frame, and a length over
-    the maximum, after which the rest of the connection is discarded (and
-    counted) until the peer reconnects."""
+    the maximum, after which QEMU hangs up: what it read of the rest of
+    that connection is counted."""
     good = udp_frame(3000, payload(60, 1))
     too_long = struct.pack(">I", MAX_FRAME + 1) + b"junk" + frame(good)
     with start() as q:
