@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build QEMU 10.2.2 with this repository's glue patches (qemu-glue/*.patch)
+# Build QEMU 10.2.2 with this repository's glue patches (qemu-glue/, after
+# its cover letter)
 # and the Rust library as a meson subproject.
 #
 #   scripts/build-qemu.sh            minimal (microvm, virtio-net) -> build/qemu/
@@ -34,35 +35,19 @@ case "${1:-}" in
 esac
 
 "$repo/scripts/deps.sh"
+# shellcheck source=scripts/qemu-tree.sh
+. "$repo/scripts/qemu-tree.sh"
 
 CACHE="${QNS_CACHE:-$HOME/.cache/qemu-netfilter-stats}"
 mkdir -p "$CACHE"
 
-if [ -n "${QEMU_SRC:-}" ]; then
-    [ -f "$QEMU_SRC/VERSION" ] || { echo "QEMU_SRC=$QEMU_SRC is not a QEMU tree" >&2; exit 1; }
-    source_id="tree:$(cd "$QEMU_SRC" && pwd):$(cat "$QEMU_SRC/VERSION")"
-else
-    tarball=$("$repo/scripts/fetch-qemu.sh")
-    source_id="tarball:$(basename "$tarball")"
-fi
-
-# --without-default-features turns colo_proxy off: colo-compare and
-# filter-rewriter need it back. TCG boots the test guest where /dev/kvm is
-# missing or cannot run a Linux guest (PVM), and gives filter-replay.
-configure_args=(--target-list=x86_64-softmmu --without-default-features
-    --enable-tcg --enable-kvm --enable-colo-proxy --disable-docs
-    --disable-werror --disable-download --disable-install-blobs)
+qemu_source
+qemu_configure_args $mode
+configure_args=("${qemu_args[@]}")
 ninja_targets=(qemu-system-x86_64)
 patches=()
 case $mode in
-    minimal | stock)
-        configure_args+=(--without-default-devices --with-devices-x86_64=microvm) ;;
     full)
-        # replication: the block side of a COLO pair. AddressSanitizer and
-        # UndefinedBehaviorSanitizer: the tests that run this build see
-        # every invalid access, leak-free or not, at the access.
-        configure_args+=(--enable-slirp --enable-replication
-            --enable-asan --enable-ubsan)
         ninja_targets+=(tests/qtest/test-filter-redirector
             tests/qtest/test-filter-mirror tests/qtest/test-netfilter
             tests/qtest/qos-test tests/qtest/e1000-filter-hold-test
@@ -70,7 +55,8 @@ case $mode in
 esac
 if [ $mode != stock ]; then
     patches=()
-    for p in "$repo"/qemu-glue/*.patch; do
+    qemu_glue_patches
+    for p in "${qemu_glue[@]}"; do
         # QNS_GLUE_UPTO=NNNN stops after patch NNNN: the "before" build of a
         # before/after benchmark (BENCHMARKS.md); the next build without it
         # brings the whole series back.
@@ -82,7 +68,7 @@ fi
 
 # Bump when this script changes how it prepares or configures the tree.
 TREE_FORMAT=2
-key=$(echo "$TREE_FORMAT $source_id $mode ${configure_args[*]}" | sha256sum | cut -c1-16)
+key=$(echo "$TREE_FORMAT $qemu_source_id $mode ${configure_args[*]}" | sha256sum | cut -c1-16)
 tree="$CACHE/qemu-$mode-$key"
 
 exec 9>"$tree.lock"
@@ -91,20 +77,11 @@ flock 9
 if [ ! -f "$tree/.prepared" ]; then
     echo "build-qemu: preparing $tree" >&2
     rm -rf "$tree"
-    mkdir -p "$tree"
-    if [ -n "${QEMU_SRC:-}" ]; then
-        cp -a "$QEMU_SRC/." "$tree/"
-    else
-        tar -xf "$tarball" -C "$tree" --strip-components=1
-    fi
-    # The +ds tarball has no edk2 blobs to unpack (Debian's own fix).
-    sed -i 's/^if unpack_edk2_blobs$/if unpack_edk2_blobs and false/' \
-        "$tree/pc-bios/meson.build"
-    printf '%s\n' CONFIG_PCI_DEVICES=n CONFIG_MICROVM=y CONFIG_VIRTIO_NET=y \
-        >"$tree/configs/devices/x86_64-softmmu/microvm.mak"
+    qemu_prepare_tree "$tree"
     mkdir -p "$tree/.qns-applied"
     touch "$tree/.prepared"
 fi
+qemu_tree_config "$tree"
 
 # Bring the tree's glue patches up to date with qemu-glue/.
 applied="$tree/.qns-applied"

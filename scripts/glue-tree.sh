@@ -5,28 +5,36 @@
 #   scripts/glue-tree.sh --check build and smoke-test the tree at every patch
 #
 # Editing: commit --fixup and rebase in DIR, then export the series back with
-#   git -C DIR -c core.abbrev=8 format-patch --zero-commit -o "$PWD/qemu-glue" base
-#   (after rm qemu-glue/*; fixed ids and abbreviations keep diffs of the patches small)
-#   perl DIR/scripts/checkpatch.pl qemu-glue/*.patch
+#   rm qemu-glue/*.patch
+#   git -C DIR config branch.master.description "$(cat qemu-glue/cover-letter.txt)"
+#   git -C DIR -c core.abbrev=8 format-patch --zero-commit --cover-letter \
+#       --cover-from-description=subject -o "$PWD/qemu-glue" base
+#   perl DIR/scripts/checkpatch.pl qemu-glue/0*.patch
+# (fixed ids and abbreviations keep diffs of the patches small; the cover
+# letter, 0000, is qemu-glue/cover-letter.txt: its first paragraph is the
+# subject, then the shortlog and diffstat of the series).
 #
 # --check (run by scripts/test.sh) replays the series with `git rebase -x`
 # in a cached tree ($QNS_CACHE, as scripts/build-qemu.sh) and, after each
 # patch: checkpatch.pl on it, an incremental build of the minimal QEMU
-# (microvm with virtio-net, plus e1000 so that its patch compiles), and
-# scripts/glue-patch-smoke.py on the result. A patch that passed with the
-# same series up to it and the same library is not checked again.
+# that scripts/build-qemu.sh builds (the same tree preparation and
+# configuration: scripts/qemu-tree.sh), and scripts/glue-patch-smoke.py on
+# the result. A patch that passed with the same series up to it and the
+# same library is not checked again.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CACHE="${QNS_CACHE:-$HOME/.cache/qemu-netfilter-stats}"
+# shellcheck source=scripts/qemu-tree.sh
+. "$repo/scripts/qemu-tree.sh"
 
-# A fresh git tree of the unpacked tarball at DIR, tagged base.
+# A fresh git tree at DIR of the source, prepared as build-qemu.sh
+# prepares its trees, tagged base.
 new_tree() {
-    local dir=$1 tarball
-    tarball=$("$repo/scripts/fetch-qemu.sh")
-    mkdir -p "$dir"
-    tar -xf "$tarball" -C "$dir" --strip-components=1
+    local dir=$1
+    qemu_prepare_tree "$dir"
     (cd "$dir" && git init -q && git add -A &&
-        git -c user.name=base -c user.email=base@localhost commit -qm "QEMU 10.2.2 (+ds)" &&
+        git -c user.name=base -c user.email=base@localhost \
+            commit -qm "QEMU 10.2.2 (+ds), prepared for these builds" &&
         git tag base)
 }
 
@@ -62,13 +70,11 @@ check_commit() {
 
 check() {
     # Bump when this changes how the tree is prepared or configured.
-    local TREE_FORMAT=1 args tarball key tree
-    args=(--target-list=x86_64-softmmu --without-default-features --disable-tcg
-        --enable-kvm --enable-colo-proxy --disable-docs --disable-werror
-        --disable-download --disable-install-blobs --without-default-devices
-        --with-devices-x86_64=microvm)
-    tarball=$("$repo/scripts/fetch-qemu.sh")
-    key=$(echo "$TREE_FORMAT $(basename "$tarball") ${args[*]}" | sha256sum | cut -c1-16)
+    local TREE_FORMAT=2 args key tree
+    qemu_source
+    qemu_configure_args minimal
+    args=("${qemu_args[@]}")
+    key=$(echo "$TREE_FORMAT $qemu_source_id ${args[*]}" | sha256sum | cut -c1-16)
     tree="$CACHE/glue-check-$key"
     mkdir -p "$CACHE"
     exec 9>"$tree.lock"
@@ -77,14 +83,6 @@ check() {
         echo "glue-tree: preparing $tree" >&2
         rm -rf "$tree"
         new_tree "$tree"
-        # As build-qemu.sh prepares its trees, committed into base so that
-        # the rebase sees a clean tree.
-        sed -i 's/^if unpack_edk2_blobs$/if unpack_edk2_blobs and false/' \
-            "$tree/pc-bios/meson.build"
-        printf '%s\n' CONFIG_PCI_DEVICES=n CONFIG_MICROVM=y CONFIG_VIRTIO_NET=y \
-            CONFIG_E1000_PCI=y >"$tree/configs/devices/x86_64-softmmu/microvm.mak"
-        (cd "$tree" && git add -A && git -c user.name=base -c user.email=base@localhost \
-            commit -qm "build preparation" && git tag -f base)
         touch "$tree/.prepared"
     fi
     ln -sfn "$repo" "$tree/subprojects/qemu-netfilter-stats"
@@ -99,7 +97,8 @@ check() {
     git am --abort 2>/dev/null || true
     git checkout -q -f base
     git checkout -q -B check
-    git -c user.name=check -c user.email=check@localhost am -q "$repo"/qemu-glue/*.patch
+    qemu_glue_patches
+    git -c user.name=check -c user.email=check@localhost am -q "${qemu_glue[@]}"
     if [ ! -f build/build.ninja ]; then
         mkdir -p build
         (cd build && ../configure "${args[@]}" >configure.log 2>&1) || {
@@ -117,9 +116,11 @@ case "${1:?usage: $0 DIR | --check}" in
     *)
         dir=$1
         [ ! -e "$dir" ] || { echo "$dir exists" >&2; exit 1; }
+        qemu_source
         new_tree "$dir"
         cd "$dir"
-        git am -q "$repo"/qemu-glue/*.patch
+        qemu_glue_patches
+        git am -q "${qemu_glue[@]}"
         git log --oneline base..HEAD
         ;;
 esac

@@ -26,7 +26,7 @@ import pytest
 from helpers import (
     FLOOD_FRAMES, HELD_BACKLOG_MAX, Sender, assert_alive, assert_quiet, counters, drain_and_check,
     drain_outdev, held_backlog, log_lines, payload, r0_tx, read_by_qemu, stall_outdev,
-    start_outdev, start_two_chardevs, wait_connected, wait_counters,
+    start_outdev, start_two_chardevs, unsent_bytes, wait_connected, wait_counters,
 )
 from qemu import Qemu, frame, poll, read_frame, wait_until
 
@@ -438,6 +438,34 @@ def test_enable_when_stopped(enabled, netdev):
         q.netdev_peer.sendall(frame(after[0]))
         drain_outdev(q, after)
         assert r0_tx(q) == (4, total[1] + 300)
+
+
+@pytest.mark.parametrize("netdev", ["socket", "stream"])
+def test_what_waited_for_the_guest_before_the_stop_is_carried(netdev):
+    """Frames that wait in the guest NIC's queue when the VM stops (a guest
+    slower than the traffic; here one without a driver) stay queued (glue
+    0068: the stop purged them, and they were lost), and a redirector with
+    enable_when_stopped added then carries them first, in order."""
+    q = Qemu(chardevs=["out0"], netdev=netdev)
+    with q:
+        q.out = q.connect_chardev("out0")
+        wait_connected(q, "out0")
+        waiting = [payload(n, 1300 + n) for n in (100, 200, 300)]
+        q.netdev_peer.sendall(b"".join(frame(p) for p in waiting))
+        # n0 read them all: they wait for the guest
+        wait_until(lambda: unsent_bytes(q.netdev_peer) == 0, "n0 did not read", 5, 0.01)
+        q.command("stop")
+        q.command("object-add", **{"qom-type": "filter-redirector", "id": "r0", "netdev": "n0",
+                                   "queue": "tx", "outdev": "out0",
+                                   "enable_when_stopped": True})
+        after = [payload(60, 1399)]
+        q.netdev_peer.sendall(frame(after[0]))
+        for p in waiting + after:
+            assert read_frame(q.out, timeout=1.0)[0] == p
+        total = (4, sum(map(len, waiting + after)))
+        wait_counters(q, "r0", outdev=total)
+        assert r0_tx(q) == total
+        assert_quiet(q.out)
 
 
 @pytest.mark.parametrize("netdev", ["socket", "stream"])
