@@ -8,6 +8,9 @@
 #                                    ASan and UBSan (the tests' build) -> build/qemu-full/
 #   scripts/build-qemu.sh --stock    minimal, *no* patches (benchmark baseline)
 #                                    -> build/qemu-stock/
+#   scripts/build-qemu.sh --rust     minimal, configured --enable-rust: QEMU's
+#                                    own Rust (its HPET) and this library in
+#                                    one binary -> build/qemu-rust/
 #   QNS_GLUE_UPTO=NNNN scripts/build-qemu.sh
 #                                    patches up to NNNN only (a "before" build)
 #
@@ -31,7 +34,8 @@ case "${1:-}" in
     "") ;;
     --full) mode=full ;;
     --stock) mode=stock ;;
-    *) echo "usage: $0 [--full|--stock]" >&2; exit 2 ;;
+    --rust) mode=rust ;;
+    *) echo "usage: $0 [--full|--stock|--rust]" >&2; exit 2 ;;
 esac
 
 "$repo/scripts/deps.sh"
@@ -77,11 +81,11 @@ flock 9
 if [ ! -f "$tree/.prepared" ]; then
     echo "build-qemu: preparing $tree" >&2
     rm -rf "$tree"
-    qemu_prepare_tree "$tree"
+    qemu_prepare_tree "$tree" $mode
     mkdir -p "$tree/.qns-applied"
     touch "$tree/.prepared"
 fi
-qemu_tree_config "$tree"
+qemu_tree_config "$tree" $mode
 
 # Bring the tree's glue patches up to date with qemu-glue/.
 applied="$tree/.qns-applied"
@@ -141,6 +145,7 @@ done
 mkdir -p "$repo/build"
 case $mode in
     minimal) link=qemu ;; full) link=qemu-full ;; stock) link=qemu-stock ;;
+    rust) link=qemu-rust ;;
 esac
 ln -sfn "$tree/build" "$repo/build/$link"
 echo "build-qemu: $repo/build/$link/qemu-system-x86_64" >&2

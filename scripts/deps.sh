@@ -24,6 +24,8 @@ DEBIAN_PACKAGES=(
     prometheus prometheus-node-exporter
     # the shell scripts' lint
     shellcheck
+    # QEMU's own Rust (build-qemu.sh --rust) generates its bindings with it
+    bindgen
 )
 
 missing=()

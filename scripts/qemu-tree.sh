@@ -20,9 +20,9 @@ qemu_source() {
 }
 
 # Unpack the source (qemu_source first) into the empty directory $1 and
-# prepare it for these builds.
+# prepare it for these builds (of mode $2, minimal by default).
 qemu_prepare_tree() {
-    local tree=$1
+    local tree=$1 mode=${2:-minimal}
     mkdir -p "$tree"
     if [ -n "${QEMU_SRC:-}" ]; then
         cp -a "$QEMU_SRC/." "$tree/"
@@ -32,22 +32,62 @@ qemu_prepare_tree() {
     # The +ds tarball has no edk2 blobs to unpack (Debian's own fix).
     sed -i 's/^if unpack_edk2_blobs$/if unpack_edk2_blobs and false/' \
         "$tree/pc-bios/meson.build"
-    qemu_tree_config "$tree"
+    qemu_tree_config "$tree" "$mode"
+    [ "$mode" != rust ] || qemu_rust_subprojects "$tree"
 }
 
-# The devices of the minimal machine in tree $1: microvm with virtio-net,
-# and e1000, which the glue changes, so that every patch of it is compiled.
-# Written only when it changed (meson then reconfigures), so that a tree
-# prepared before takes it too.
+# The devices of the minimal machine in tree $1 (for mode $2): microvm with
+# virtio-net, and e1000, which the glue changes, so that every patch of it
+# is compiled; with --enable-rust (mode rust) the HPET too, which is QEMU's
+# Rust HPET then, so that QEMU's own Rust code is in the binary with this
+# library. Written only when it changed (meson then reconfigures), so that
+# a tree prepared before takes it too.
 qemu_tree_config() {
     local mak=$1/configs/devices/x86_64-softmmu/microvm.mak want
     want=$(printf '%s\n' CONFIG_PCI_DEVICES=n CONFIG_MICROVM=y CONFIG_VIRTIO_NET=y \
         CONFIG_E1000_PCI=y)
+    [ "${2:-minimal}" != rust ] || want+=$'\nCONFIG_HPET=y'
     [ "$(cat "$mak" 2>/dev/null)" = "$want" ] || echo "$want" >"$mak"
 }
 
-# The configure arguments of build mode $1 (minimal, full, stock) in the
-# array qemu_args.
+# What configure --enable-rust needs in tree $1 that meson cannot download
+# here: the crates QEMU's Rust code uses (the subprojects/*-rs.wrap files),
+# fetched by cargo at their exact versions into subprojects/packagecache/
+# under each wrap's source_filename (checked against its source_hash), and
+# their meson overlays, which the +ds tarball lacks: the files of QEMU's
+# subprojects/packagefiles/, kept in qemu-rust/ (qemu-rust/SOURCE says
+# where each was read).
+qemu_rust_subprojects() {
+    local tree=$1 fetch=$1/.qns-crates w url name version file hash
+    mkdir -p "$tree/subprojects/packagefiles" "$tree/subprojects/packagecache" "$fetch/src"
+    cp -a "${repo:?}"/qemu-rust/packagefiles/*-rs "$tree/subprojects/packagefiles/"
+    : >"$fetch/src/lib.rs"
+    {
+        printf '[package]\nname = "qemu-crates"\nversion = "0.0.0"\nedition = "2021"\n'
+        printf 'publish = false\n\n[dependencies]\n'
+        for w in "$tree"/subprojects/*-rs.wrap; do
+            # https://crates.io/api/v1/crates/NAME/VERSION/download
+            url=$(sed -n 's/^source_url = //p' "$w")
+            name=$(echo "$url" | cut -d/ -f7)
+            version=$(echo "$url" | cut -d/ -f8)
+            echo "$name = \"=$version\""
+        done
+    } >"$fetch/Cargo.toml"
+    (cd "$fetch" && cargo fetch --quiet)
+    for w in "$tree"/subprojects/*-rs.wrap; do
+        url=$(sed -n 's/^source_url = //p' "$w")
+        name=$(echo "$url" | cut -d/ -f7)
+        version=$(echo "$url" | cut -d/ -f8)
+        file=$(sed -n 's/^source_filename = //p' "$w")
+        hash=$(sed -n 's/^source_hash = //p' "$w")
+        cp "$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -name "$name-$version.crate" |
+            head -1)" "$tree/subprojects/packagecache/$file"
+        echo "$hash  $tree/subprojects/packagecache/$file" | sha256sum --check --quiet
+    done
+}
+
+# The configure arguments of build mode $1 (minimal, full, stock, rust) in
+# the array qemu_args.
 qemu_configure_args() {
     # --without-default-features turns colo_proxy off: colo-compare and
     # filter-rewriter need it back. TCG boots the test guest where /dev/kvm
@@ -58,6 +98,11 @@ qemu_configure_args() {
     case $1 in
         minimal | stock)
             qemu_args+=(--without-default-devices --with-devices-x86_64=microvm) ;;
+        rust)
+            # the minimal build, with QEMU's own Rust code linked beside
+            # this library (the subproject uses the rustc QEMU found)
+            qemu_args+=(--without-default-devices --with-devices-x86_64=microvm
+                --enable-rust) ;;
         full)
             # replication: the block side of a COLO pair. AddressSanitizer
             # and UndefinedBehaviorSanitizer: the tests that run this build

@@ -7,7 +7,9 @@
 #   2. the C ABI from a C program under valgrind; miri on the FFI tests;
 #      a minute of fuzzing the decoder against a reference model
 #   3. every glue patch on its own (scripts/glue-tree.sh --check):
-#      QEMU's checkpatch.pl, an incremental build, a smoke test
+#      QEMU's checkpatch.pl, an incremental build, a smoke test; and the
+#      minimal build configured --enable-rust, QEMU's own Rust code and
+#      this library linked into one binary, smoke-tested
 #   4. the patched QEMU (minimal build): end-to-end QMP/HMP tests, then the
 #      same tests with QEMU under valgrind
 #   5. the sanitizer build (default devices, ASan and UBSan): the
@@ -159,6 +161,20 @@ guest_tests() {
         (cd tests/guest && QNS_QEMU=$SANITIZED python3 -m pytest -v -p no:cacheprovider --timeout=300)
 }
 
+# QEMU configured --enable-rust: its own Rust code (the HPET) and this
+# library's in one binary, which links (one copy of Rust's std: both are
+# built by the rustc QEMU found) and runs.
+rust_build() {
+    local qemu=build/qemu-rust/qemu-system-x86_64 symbols
+    scripts/build-qemu.sh --rust || return 1
+    symbols=$(nm --defined-only "$qemu")
+    if ! grep -q '_ZN4hpet6device' <<<"$symbols" || ! grep -q ' qns_decoder_new$' <<<"$symbols"; then
+        echo "build/qemu-rust lacks QEMU's Rust HPET or this library"
+        return 1
+    fi
+    python3 scripts/glue-patch-smoke.py "$qemu"
+}
+
 qemu_qtests() {
     local build wrapper rc=0 t
     build=$(readlink -f build/qemu-full)
@@ -205,6 +221,7 @@ step "fuzz the decoder against a reference model (60 s)" with_nightly fuzz scrip
 step "decoder benchmark smoke run" bench_smoke
 step "build patched QEMU (minimal)" scripts/build-qemu.sh
 step "every glue patch on its own: checkpatch, build, smoke test" scripts/glue-tree.sh --check
+step "build with --enable-rust: QEMU's Rust and this library in one binary" rust_build
 step "end-to-end (patched QEMU, QMP/HMP)" e2e
 step "end-to-end with QEMU under valgrind" e2e_valgrind
 step "build patched QEMU (default devices, qtests; ASan and UBSan)" scripts/build-qemu.sh --full

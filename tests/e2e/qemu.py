@@ -42,6 +42,17 @@ ASAN_COROUTINE_NOTICE = re.compile(
 SANITIZER_REPORT = re.compile(r"ERROR: [A-Za-z]+Sanitizer|: runtime error: ")
 
 
+def unavailable(reason):
+    """What a test does when the machine lacks something it needs: a
+    developer's run skips it and says why; under CI=true nothing is
+    skipped, and the test fails with the same reason."""
+    import pytest   # the harnesses and benchmarks use this module without it
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true skips nothing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def poll(fetch, done=bool, timeout=10.0, interval=0.02):
     """The one polling loop of the tests, benchmarks and harnesses: call
     fetch() until done(what it returned) holds or `timeout` seconds have
