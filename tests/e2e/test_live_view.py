@@ -156,10 +156,15 @@ def test_json_lines_have_exactly_what_qemu_reports(chain):
             assert o["rates"] == {n: rate for n in cumulative}
 
 
+# The samples of a family of each type, by their suffix.
+SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
+
+
 def parse_prometheus(text):
     """{metric: (type, {labels: value})}, checking that each family has its
     HELP and TYPE lines before its samples, and appears once; a histogram's
-    samples are keyed by their suffix and labels ("_bucket{...}")."""
+    samples are keyed by their suffix and labels ("_bucket{...}"), labels
+    as written ("" for none)."""
     families, name = {}, None
     for line in text.splitlines():
         if line.startswith("# HELP "):
@@ -170,13 +175,12 @@ def parse_prometheus(text):
             assert type_name == name
             families[name] = (kind, {})
         else:
-            sample, value = line.split(" ")
-            metric, labels = sample.split("{", 1)
+            sample, value = line.rsplit(" ", 1)
+            metric, brace, labels = sample.partition("{")
             kind = families[name][0]
             suffix = metric.removeprefix(name)
-            assert metric.startswith(name) and suffix in (
-                ("_bucket", "_sum", "_count") if kind == "histogram" else ("",)), line
-            families[name][1][suffix + "{" + labels] = value
+            assert metric.startswith(name) and suffix in SUFFIXES.get(kind, ("",)), line
+            families[name][1][suffix + brace + labels] = value
     return families
 
 
@@ -253,17 +257,17 @@ def test_histogram_quantiles(delayed):
 
 
 def prometheus_samples(text):
-    """{(metric, labels): float} of a Prometheus text exposition, whatever
-    wrote it (node_exporter sorts the labels and adds metrics of its own);
-    labels as a sorted tuple of (name, value), a bucket's `le` as a float."""
+    """{(metric, labels): float} of a Prometheus text exposition
+    (parse_prometheus), whatever wrote it (node_exporter sorts the labels
+    and adds metrics of its own); labels as a sorted tuple of (name, value),
+    a bucket's `le` as a float."""
     samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            sample, value = line.rsplit(" ", 1)
-            metric, _, labels = sample.partition("{")
+    for name, (_, family) in parse_prometheus(text).items():
+        for key, value in family.items():
+            suffix, _, labels = key.partition("{")
             pairs = re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels)
             labels = tuple(sorted((k, float(v) if k == "le" else v) for k, v in pairs))
-            samples[(metric, labels)] = float(value)
+            samples[(name + suffix, labels)] = float(value)
     return samples
 
 
