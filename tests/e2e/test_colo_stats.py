@@ -235,8 +235,12 @@ def test_release_latency_is_the_secondary_lag():
         buckets, total = got["release-latency"], got["release-latency-sum"]
         assert_histogram(buckets, total, len(frames), shortest * 1e6, longest * 1e6)
         lag_bucket = histogram_bucket(LAG_S * 1e6)
-        assert buckets == [len(frames) if i == lag_bucket else 0 for i in range(BUCKETS)], \
-            (buckets, shortest, longest)
+        if histogram_bucket(longest * 1e6) == lag_bucket:
+            # the bounds measured around every wait are in the lag's bucket
+            # (not always under valgrind, where a round trip can take 40 ms
+            # more: assert_histogram has checked the bounds then)
+            assert buckets == [len(frames) if i == lag_bucket else 0 for i in range(BUCKETS)], \
+                (buckets, shortest, longest)
         assert total >= len(frames) * LAG_S * 1e6
         assert_alive(q)
 
