@@ -58,7 +58,6 @@ case $mode in
             tests/qtest/netfilter-stats-test tests/qtest/migration-test) ;;
 esac
 if [ $mode != stock ]; then
-    patches=()
     qemu_glue_patches
     for p in "${qemu_glue[@]}"; do
         # QNS_GLUE_UPTO=NNNN stops after patch NNNN: the "before" build of a

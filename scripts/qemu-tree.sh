@@ -58,28 +58,29 @@ qemu_tree_config() {
 # subprojects/packagefiles/, kept in qemu-rust/ (qemu-rust/SOURCE says
 # where each was read).
 qemu_rust_subprojects() {
-    local tree=$1 fetch=$1/.qns-crates w url name version file hash
+    local tree=$1 fetch=$1/.qns-crates w url crates=() i name version file hash
     mkdir -p "$tree/subprojects/packagefiles" "$tree/subprojects/packagecache" "$fetch/src"
     cp -a "${repo:?}"/qemu-rust/packagefiles/*-rs "$tree/subprojects/packagefiles/"
+    # each wrap as NAME VERSION SOURCE_FILENAME SOURCE_HASH; its source_url
+    # is https://crates.io/api/v1/crates/NAME/VERSION/download
+    for w in "$tree"/subprojects/*-rs.wrap; do
+        url=$(sed -n 's/^source_url = //p' "$w")
+        file=$(sed -n 's/^source_filename = //p' "$w")
+        hash=$(sed -n 's/^source_hash = //p' "$w")
+        crates+=("$(echo "$url" | cut -d/ -f7) $(echo "$url" | cut -d/ -f8) $file $hash")
+    done
     : >"$fetch/src/lib.rs"
     {
         printf '[package]\nname = "qemu-crates"\nversion = "0.0.0"\nedition = "2021"\n'
         printf 'publish = false\n\n[dependencies]\n'
-        for w in "$tree"/subprojects/*-rs.wrap; do
-            # https://crates.io/api/v1/crates/NAME/VERSION/download
-            url=$(sed -n 's/^source_url = //p' "$w")
-            name=$(echo "$url" | cut -d/ -f7)
-            version=$(echo "$url" | cut -d/ -f8)
+        for i in "${crates[@]}"; do
+            read -r name version file hash <<<"$i"
             echo "$name = \"=$version\""
         done
     } >"$fetch/Cargo.toml"
     (cd "$fetch" && cargo fetch --quiet)
-    for w in "$tree"/subprojects/*-rs.wrap; do
-        url=$(sed -n 's/^source_url = //p' "$w")
-        name=$(echo "$url" | cut -d/ -f7)
-        version=$(echo "$url" | cut -d/ -f8)
-        file=$(sed -n 's/^source_filename = //p' "$w")
-        hash=$(sed -n 's/^source_hash = //p' "$w")
+    for i in "${crates[@]}"; do
+        read -r name version file hash <<<"$i"
         cp "$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -name "$name-$version.crate" |
             head -1)" "$tree/subprojects/packagecache/$file"
         echo "$hash  $tree/subprojects/packagecache/$file" | sha256sum --check --quiet
@@ -96,13 +97,11 @@ qemu_configure_args() {
         --enable-tcg --enable-kvm --enable-colo-proxy --disable-docs
         --disable-werror --disable-download --disable-install-blobs)
     case $1 in
-        minimal | stock)
-            qemu_args+=(--without-default-devices --with-devices-x86_64=microvm) ;;
-        rust)
-            # the minimal build, with QEMU's own Rust code linked beside
-            # this library (the subproject uses the rustc QEMU found)
-            qemu_args+=(--without-default-devices --with-devices-x86_64=microvm
-                --enable-rust) ;;
+        minimal | stock | rust)
+            qemu_args+=(--without-default-devices --with-devices-x86_64=microvm)
+            # rust: QEMU's own Rust code linked beside this library (the
+            # subproject uses the rustc QEMU found)
+            [ "$1" != rust ] || qemu_args+=(--enable-rust) ;;
         full)
             # replication: the block side of a COLO pair. AddressSanitizer
             # and UndefinedBehaviorSanitizer: the tests that run this build

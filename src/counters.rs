@@ -31,7 +31,9 @@ pub enum QnsDirection {
 pub enum Shape {
     /// Frames and their bytes: `NAME-packets` and `NAME-bytes` (in bytes).
     Frames,
-    /// Events (connections, miscompares): `NAME`; its bytes are always 0.
+    /// Events (connections, miscompares): `NAME`; its bytes are always 0, and
+    /// `query-netfilter-stats`, whose pairs are packets and bytes, leaves it
+    /// out.
     Events,
     /// Events that each last a time, such as a hold or a packet's wait: the
     /// log2 histogram of their microseconds, `NAME` (see [`Histogram`]), and

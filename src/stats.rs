@@ -4,7 +4,8 @@
 //! reports, in its order; and the same numbers as the named values of
 //! `query-stats`, whose schema ([`schema`]) says their type and unit. A
 //! duration ([`Shape::Duration`]) is in `query-stats` alone, as a log2
-//! histogram and a sum.
+//! histogram and a sum; so is a count of events ([`Shape::Events`]):
+//! `query-netfilter-stats` has packets and bytes alone.
 //!
 //! The list is the C view itself (`#[repr(C)]` types). Its strings are the
 //! filter's own (QOM id, netdev id, type name), borrowed, not copied: the
@@ -217,7 +218,7 @@ impl StatsListBuilder {
                 sum
             } else {
                 let count = counters.get(id);
-                if second.is_some() {
+                if id.shape() == Shape::Frames {
                     self.counters.push(QnsCounterStats {
                         name: id.c_name().as_ptr(),
                         packets: count.packets,

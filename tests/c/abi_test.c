@@ -104,13 +104,9 @@ static const char *const counter_names[] = {
 #define N_COUNTER_IDS \
     ((uint32_t)(sizeof(counter_names) / sizeof(counter_names[0])))
 
-/*
- * A one-filter stats list of `counters`, with the counters `ids[0..n]`, of
- * which `n_counters` are counters (the rest durations, in its values alone).
- */
-static QnsStatsList *stats_of_values(const QnsCounters *counters,
-                                     const uint32_t *ids, size_t n,
-                                     size_t n_counters)
+/* A one-filter stats list of `counters`, with the counters `ids[0..n]`. */
+static QnsStatsList *stats_list_of(const QnsCounters *counters,
+                                   const uint32_t *ids, size_t n)
 {
     QnsStatsBuilder *b = qns_stats_builder_new();
     QnsStatsList *list = NULL;
@@ -125,6 +121,19 @@ static QnsStatsList *stats_of_values(const QnsCounters *counters,
     CHECK(list != NULL);
     CHECK_EQ(list->len, 1);
     CHECK(list->filters != NULL);
+    return list;
+}
+
+/*
+ * stats_list_of(), where `n_counters` of the ids are counters of packets
+ * and bytes (the rest events or durations, in its values alone).
+ */
+static QnsStatsList *stats_of_values(const QnsCounters *counters,
+                                     const uint32_t *ids, size_t n,
+                                     size_t n_counters)
+{
+    QnsStatsList *list = stats_list_of(counters, ids, n);
+
     CHECK_EQ(list->filters[0].n_counters, n_counters);
     CHECK(n_counters == 0 ? list->filters[0].counters == NULL
                           : list->filters[0].counters != NULL);
@@ -145,19 +154,12 @@ static QnsStatsList *stats_of(const QnsCounters *counters,
  */
 static QnsCounterStats read_counter(const QnsCounters *counters, uint32_t id)
 {
-    QnsStatsBuilder *b = qns_stats_builder_new();
-    QnsStatsList *list = NULL;
+    QnsStatsList *list;
     const QnsFilterStats *f;
     QnsCounterStats s;
 
     CHECK(id < sizeof(counter_names) / sizeof(counter_names[0]));
-    CHECK(b != NULL);
-    CHECK_RESULT(qns_stats_builder_add(b, "f0", "net0", "filter-test",
-                                       counters),
-                 QNS_RESULT_OK);
-    CHECK_RESULT(qns_stats_builder_add_counters(b, counters, &id, 1),
-                 QNS_RESULT_OK);
-    CHECK_RESULT(qns_stats_builder_finish(b, &list), QNS_RESULT_OK);
+    list = stats_list_of(counters, &id, 1);
     f = &list->filters[0];
     if (f->n_counters == 1) {
         s = f->counters[0];
