@@ -385,7 +385,8 @@ typedef uint32_t QnsStatsProvider;
 #endif // __cplusplus
 
 /**
- * The counters of one filter (opaque).
+ * The counters of one filter (opaque; `NetFilterCounters` in C, the name
+ * QEMU's `include/net/filter.h` declares it under).
  *
  * Owner: whoever called `qns_counters_new()`; released with
  * `qns_counters_free()`. Thread safety: `qns_counters_count_packet()` and
@@ -395,7 +396,7 @@ typedef uint32_t QnsStatsProvider;
  * other: a reader may see a packet counted before its bytes. The counters
  * are atomics, with no panic boundary: no call on them can panic.
  */
-typedef struct QnsCounters QnsCounters;
+typedef struct NetFilterCounters NetFilterCounters;
 
 /**
  * A streaming decoder for the redirector wire format (opaque).
@@ -426,7 +427,8 @@ typedef struct QnsDecoder QnsDecoder;
 typedef struct QnsOutdev QnsOutdev;
 
 /**
- * Collects the filters of one query (opaque).
+ * Collects the filters of one query (opaque; `NetFilterStatsBuilder` in C,
+ * the name QEMU's `include/net/filter.h` declares it under).
  *
  * Use: for each filter, `qns_stats_builder_add()` and then, from the filter
  * class's `get_stats` hook, `qns_stats_builder_add_counters()`; then
@@ -434,7 +436,7 @@ typedef struct QnsOutdev QnsOutdev;
  * `qns_stats_builder_new()`, until `qns_stats_builder_finish()` (which consumes
  * it) or `qns_stats_builder_free()`. Thread safety: none; one thread at a time.
  */
-typedef struct QnsStatsBuilder QnsStatsBuilder;
+typedef struct NetFilterStatsBuilder NetFilterStatsBuilder;
 
 /**
  * Called once for each complete frame, in stream order. `payload` points to
@@ -596,7 +598,7 @@ const char *qns_result_message(uint32_t result);
  * its `get_stats` hook. Free them with `qns_counters_free()`. Never NULL;
  * cannot panic (running out of memory aborts).
  */
-struct QnsCounters *qns_counters_new(void);
+struct NetFilterCounters *qns_counters_new(void);
 
 /**
  * Free counters from `qns_counters_new()`. NULL is ignored. Cannot panic.
@@ -605,7 +607,7 @@ struct QnsCounters *qns_counters_new(void);
  * `counters` must be NULL or from `qns_counters_new()`, not freed before, and
  * not in use by any other call (on any thread) now or later.
  */
-void qns_counters_free(struct QnsCounters *counters);
+void qns_counters_free(struct NetFilterCounters *counters);
 
 /**
  * Count one packet of `bytes` bytes handed to the filter in `direction` (a
@@ -615,7 +617,7 @@ void qns_counters_free(struct QnsCounters *counters);
  * # Safety
  * `counters` must be NULL or live counters from `qns_counters_new()`.
  */
-QnsResult qns_counters_count_packet(struct QnsCounters *counters,
+QnsResult qns_counters_count_packet(struct NetFilterCounters *counters,
                                     uint32_t direction,
                                     uint64_t bytes);
 
@@ -630,7 +632,7 @@ QnsResult qns_counters_count_packet(struct QnsCounters *counters,
  * # Safety
  * `counters` must be NULL or live counters from `qns_counters_new()`.
  */
-QnsResult qns_counters_add(struct QnsCounters *counters,
+QnsResult qns_counters_add(struct NetFilterCounters *counters,
                            uint32_t id,
                            uint64_t packets,
                            uint64_t bytes);
@@ -642,7 +644,7 @@ QnsResult qns_counters_add(struct QnsCounters *counters,
  * # Safety
  * `counters` must be NULL or live counters from `qns_counters_new()`.
  */
-QnsResult qns_counters_sub(struct QnsCounters *counters,
+QnsResult qns_counters_sub(struct NetFilterCounters *counters,
                            uint32_t id,
                            uint64_t packets,
                            uint64_t bytes);
@@ -655,7 +657,7 @@ QnsResult qns_counters_sub(struct QnsCounters *counters,
  * # Safety
  * `counters` must be NULL or live counters from `qns_counters_new()`.
  */
-QnsResult qns_counters_set(struct QnsCounters *counters,
+QnsResult qns_counters_set(struct NetFilterCounters *counters,
                            uint32_t id,
                            uint64_t packets,
                            uint64_t bytes);
@@ -717,7 +719,7 @@ QnsResult qns_decoder_count_as(struct QnsDecoder *decoder, uint32_t frames_id, u
  * `QnsFrameCallback`.
  */
 QnsResult qns_decoder_feed(struct QnsDecoder *decoder,
-                           struct QnsCounters *counters,
+                           struct NetFilterCounters *counters,
                            const uint8_t *buf,
                            size_t len,
                            QnsFrameCallback callback,
@@ -735,7 +737,7 @@ QnsResult qns_decoder_feed(struct QnsDecoder *decoder,
  * # Safety
  * `decoder` must be NULL or a live decoder; `counters` NULL or live counters.
  */
-QnsResult qns_decoder_reset(struct QnsDecoder *decoder, struct QnsCounters *counters);
+QnsResult qns_decoder_reset(struct QnsDecoder *decoder, struct NetFilterCounters *counters);
 
 /**
  * The text of the decoder's last error ("" before any), for a log message;
@@ -802,7 +804,7 @@ QnsResult qns_outdev_count_as(struct QnsOutdev *outdev,
  * describing readable memory.
  */
 QnsResult qns_outdev_push(struct QnsOutdev *outdev,
-                          struct QnsCounters *counters,
+                          struct NetFilterCounters *counters,
                           const struct iovec *iov,
                           size_t iovcnt,
                           uint32_t vnet_hdr_len);
@@ -815,7 +817,7 @@ QnsResult qns_outdev_push(struct QnsOutdev *outdev,
  * As `qns_outdev_push()`.
  */
 QnsResult qns_outdev_push_at(struct QnsOutdev *outdev,
-                             struct QnsCounters *counters,
+                             struct NetFilterCounters *counters,
                              const struct iovec *iov,
                              size_t iovcnt,
                              uint32_t vnet_hdr_len,
@@ -841,7 +843,7 @@ QnsResult qns_outdev_pending(const struct QnsOutdev *outdev, const uint8_t **dat
  * `outdev` NULL or live; `counters` NULL or live counters.
  */
 QnsResult qns_outdev_advance(struct QnsOutdev *outdev,
-                             struct QnsCounters *counters,
+                             struct NetFilterCounters *counters,
                              size_t written);
 
 /**
@@ -852,7 +854,7 @@ QnsResult qns_outdev_advance(struct QnsOutdev *outdev,
  * As `qns_outdev_advance()`.
  */
 QnsResult qns_outdev_advance_at(struct QnsOutdev *outdev,
-                                struct QnsCounters *counters,
+                                struct NetFilterCounters *counters,
                                 size_t written,
                                 int64_t now_us);
 
@@ -865,7 +867,7 @@ QnsResult qns_outdev_advance_at(struct QnsOutdev *outdev,
  * writable.
  */
 QnsResult qns_outdev_discard(struct QnsOutdev *outdev,
-                             struct QnsCounters *counters,
+                             struct NetFilterCounters *counters,
                              size_t *dropped);
 
 /**
@@ -902,7 +904,7 @@ bool qns_outdev_mid_frame(const struct QnsOutdev *outdev);
  * A new, empty builder. Never NULL; cannot panic (running out of memory
  * aborts).
  */
-struct QnsStatsBuilder *qns_stats_builder_new(void);
+struct NetFilterStatsBuilder *qns_stats_builder_new(void);
 
 /**
  * Add one filter: its QOM id `name`, its netdev id `netdev`, its QOM type
@@ -915,11 +917,11 @@ struct QnsStatsBuilder *qns_stats_builder_new(void);
  * `builder` NULL or live; the strings NULL or NUL-terminated; `counters`
  * NULL or live counters.
  */
-QnsResult qns_stats_builder_add(struct QnsStatsBuilder *builder,
+QnsResult qns_stats_builder_add(struct NetFilterStatsBuilder *builder,
                                 const char *name,
                                 const char *netdev,
                                 const char *qom_type,
-                                const struct QnsCounters *counters);
+                                const struct NetFilterCounters *counters);
 
 /**
  * Add an object that is not a filter (colo-compare): its QOM id `name` and
@@ -930,7 +932,7 @@ QnsResult qns_stats_builder_add(struct QnsStatsBuilder *builder,
  * # Safety
  * `builder` NULL or live; the strings NULL or NUL-terminated.
  */
-QnsResult qns_stats_builder_add_object(struct QnsStatsBuilder *builder,
+QnsResult qns_stats_builder_add_object(struct NetFilterStatsBuilder *builder,
                                        const char *name,
                                        const char *qom_type);
 
@@ -947,8 +949,8 @@ QnsResult qns_stats_builder_add_object(struct QnsStatsBuilder *builder,
  * `builder` NULL or live; `counters` NULL or live counters; `ids` NULL or
  * `n_ids` readable values (NULL allowed when `n_ids` is 0).
  */
-QnsResult qns_stats_builder_add_counters(struct QnsStatsBuilder *builder,
-                                         const struct QnsCounters *counters,
+QnsResult qns_stats_builder_add_counters(struct NetFilterStatsBuilder *builder,
+                                         const struct NetFilterCounters *counters,
                                          const uint32_t *ids,
                                          size_t n_ids);
 
@@ -961,7 +963,8 @@ QnsResult qns_stats_builder_add_counters(struct QnsStatsBuilder *builder,
  * `builder` NULL or from `qns_stats_builder_new()` and not consumed before;
  * `list` NULL or writable.
  */
-QnsResult qns_stats_builder_finish(struct QnsStatsBuilder *builder, struct QnsStatsList **list);
+QnsResult qns_stats_builder_finish(struct NetFilterStatsBuilder *builder,
+                                   struct QnsStatsList **list);
 
 /**
  * Abandon a builder without finishing it. NULL is ignored. Cannot panic.
@@ -969,7 +972,7 @@ QnsResult qns_stats_builder_finish(struct QnsStatsBuilder *builder, struct QnsSt
  * # Safety
  * `builder` NULL or from `qns_stats_builder_new()` and not consumed before.
  */
-void qns_stats_builder_free(struct QnsStatsBuilder *builder);
+void qns_stats_builder_free(struct NetFilterStatsBuilder *builder);
 
 /**
  * Free a list from `qns_stats_builder_finish()` and everything in it (not the

@@ -3,7 +3,8 @@
 use super::{arg, free_box, QnsResult};
 use crate::counters::{FilterCounters, QnsCounterId, QnsDirection};
 
-/// The counters of one filter (opaque).
+/// The counters of one filter (opaque; `NetFilterCounters` in C, the name
+/// QEMU's `include/net/filter.h` declares it under).
 ///
 /// Owner: whoever called `qns_counters_new()`; released with
 /// `qns_counters_free()`. Thread safety: `qns_counters_count_packet()` and

@@ -13,7 +13,8 @@ use crate::{
     },
 };
 
-/// Collects the filters of one query (opaque).
+/// Collects the filters of one query (opaque; `NetFilterStatsBuilder` in C,
+/// the name QEMU's `include/net/filter.h` declares it under).
 ///
 /// Use: for each filter, `qns_stats_builder_add()` and then, from the filter
 /// class's `get_stats` hook, `qns_stats_builder_add_counters()`; then

@@ -105,10 +105,10 @@ static const char *const counter_names[] = {
     ((uint32_t)(sizeof(counter_names) / sizeof(counter_names[0])))
 
 /* A one-filter stats list of `counters`, with the counters `ids[0..n]`. */
-static QnsStatsList *stats_list_of(const QnsCounters *counters,
+static QnsStatsList *stats_list_of(const NetFilterCounters *counters,
                                    const uint32_t *ids, size_t n)
 {
-    QnsStatsBuilder *b = qns_stats_builder_new();
+    NetFilterStatsBuilder *b = qns_stats_builder_new();
     QnsStatsList *list = NULL;
 
     CHECK(b != NULL);
@@ -128,7 +128,7 @@ static QnsStatsList *stats_list_of(const QnsCounters *counters,
  * stats_list_of(), where `n_counters` of the ids are counters of packets
  * and bytes (the rest events or durations, in its values alone).
  */
-static QnsStatsList *stats_of_values(const QnsCounters *counters,
+static QnsStatsList *stats_of_values(const NetFilterCounters *counters,
                                      const uint32_t *ids, size_t n,
                                      size_t n_counters)
 {
@@ -141,7 +141,7 @@ static QnsStatsList *stats_of_values(const QnsCounters *counters,
 }
 
 /* stats_of_values() where every id is a counter. */
-static QnsStatsList *stats_of(const QnsCounters *counters,
+static QnsStatsList *stats_of(const NetFilterCounters *counters,
                               const uint32_t *ids, size_t n)
 {
     return stats_of_values(counters, ids, n, n);
@@ -152,7 +152,7 @@ static QnsStatsList *stats_of(const QnsCounters *counters,
  * count of packets and bytes from its counters, a count of events (bytes
  * always 0) from its values, where it alone is.
  */
-static QnsCounterStats read_counter(const QnsCounters *counters, uint32_t id)
+static QnsCounterStats read_counter(const NetFilterCounters *counters, uint32_t id)
 {
     QnsStatsList *list;
     const QnsFilterStats *f;
@@ -178,7 +178,7 @@ static QnsCounterStats read_counter(const QnsCounters *counters, uint32_t id)
 }
 
 /* The packets and bytes of `counters` in direction `dir`, likewise. */
-static QnsCounterStats read_direction(const QnsCounters *counters,
+static QnsCounterStats read_direction(const NetFilterCounters *counters,
                                       uint32_t dir)
 {
     QnsStatsList *list = stats_of(counters, NULL, 0);
@@ -324,7 +324,7 @@ static void on_frame_ignore(void *opaque, const uint8_t *payload, size_t len,
  * Feed `n` bytes, copied into an allocation of exactly that size so that
  * valgrind sees any read past the chunk.
  */
-static QnsResult feed_copy(QnsDecoder *d, QnsCounters *c, const uint8_t *p,
+static QnsResult feed_copy(QnsDecoder *d, NetFilterCounters *c, const uint8_t *p,
                            size_t n, Recorder *r)
 {
     uint8_t *copy = malloc(n ? n : 1);
@@ -388,7 +388,7 @@ static void test_result_messages(void)
 
 static void test_counters(void)
 {
-    QnsCounters *c = qns_counters_new();
+    NetFilterCounters *c = qns_counters_new();
 
     CHECK(c != NULL);
     /* All zero to start with. */
@@ -447,7 +447,7 @@ static void test_counters(void)
 
     /* Counters are separate objects. */
     {
-        QnsCounters *a = qns_counters_new(), *b = qns_counters_new();
+        NetFilterCounters *a = qns_counters_new(), *b = qns_counters_new();
 
         CHECK(a != NULL && b != NULL && a != b);
         CHECK_RESULT(qns_counters_count_packet(a, QNS_DIRECTION_TX, 5),
@@ -474,7 +474,7 @@ static const size_t thread_frame_lens[] = { 1, 60, 1514, 9, 577 };
 enum { N_THREAD_FRAMES = sizeof(thread_frame_lens) / sizeof(thread_frame_lens[0]) };
 
 typedef struct ThreadArg {
-    QnsCounters *counters;
+    NetFilterCounters *counters;
     const Buf *wire;  /* one round's stream, read only */
     size_t chunk;     /* fed this many bytes at a time */
     size_t frames;    /* frames the callback saw */
@@ -524,7 +524,7 @@ static void *count_thread(void *opaque)
 
 static void test_counters_threads(void)
 {
-    QnsCounters *c = qns_counters_new();
+    NetFilterCounters *c = qns_counters_new();
     pthread_t threads[N_THREADS];
     ThreadArg args[N_THREADS];
     QnsCounterStats last_indev = { NULL, 0, 0 }, last_rx = { NULL, 0, 0 };
@@ -596,7 +596,7 @@ static void test_counters_threads(void)
 static void decode_chunked(bool vnet, const Buf *wire, size_t chunk,
                            const Expected *expected, size_t n_expected)
 {
-    QnsCounters *c = qns_counters_new();
+    NetFilterCounters *c = qns_counters_new();
     QnsDecoder *d = qns_decoder_new(vnet, 0);
     Recorder r = { expected, n_expected, 0 };
     uint64_t bytes = 0;
@@ -663,7 +663,7 @@ static void test_decoder_large_frame(void)
         uint8_t *payload = make_payload(len, 42);
         Expected expected = { payload, len, vnet ? 14 : 0 };
         Recorder r = { &expected, 1, 0 };
-        QnsCounters *c = qns_counters_new();
+        NetFilterCounters *c = qns_counters_new();
         QnsDecoder *d = qns_decoder_new(vnet, 0);
         Buf wire = { 0 };
         size_t chunk, n_chunks = 0;
@@ -700,7 +700,7 @@ static void test_decoder_max_frame_len(void)
         uint8_t *payload = make_payload(max + 1, 3);
         Expected expected = { payload, max, 0 };
         Recorder r = { &expected, 1, 0 };
-        QnsCounters *c = qns_counters_new();
+        NetFilterCounters *c = qns_counters_new();
         QnsDecoder *d = qns_decoder_new(false, maxes[k]);
         Buf wire = { 0 };
 
@@ -739,7 +739,7 @@ static void test_decoder_frame_too_large(void)
             { (const uint8_t *)"again", 5, 0 },
         };
         Recorder r = { expected, 2, 0 };
-        QnsCounters *c = qns_counters_new();
+        NetFilterCounters *c = qns_counters_new();
         QnsDecoder *d = qns_decoder_new(vnet, 100);
         Buf wire = { 0 }, lost = { 0 }, again = { 0 };
 
@@ -787,7 +787,7 @@ static void test_decoder_frame_too_large(void)
     /* The same, with the oversized header split over several feeds. */
     {
         Recorder r = { NULL, 0, 0 };
-        QnsCounters *c = qns_counters_new();
+        NetFilterCounters *c = qns_counters_new();
         QnsDecoder *d = qns_decoder_new(true, 0);
         Buf wire = { 0 };
 
@@ -826,7 +826,7 @@ static void test_decoder_vnet_header_too_large(void)
     /* split == 0: in one feed; else in two, split inside the bad frame. */
     for (size_t split = 0; split <= 9; split += 9) {
         Recorder r = { expected, 2, 0 };
-        QnsCounters *c = qns_counters_new();
+        NetFilterCounters *c = qns_counters_new();
         QnsDecoder *d = qns_decoder_new(true, 0);
 
         if (split == 0) {
@@ -872,7 +872,7 @@ static void test_decoder_empty_frame(void)
             { (const uint8_t *)"x", 1, 0 },
         };
         Recorder r = { expected, 2, 0 };
-        QnsCounters *c = qns_counters_new();
+        NetFilterCounters *c = qns_counters_new();
         QnsDecoder *d = qns_decoder_new(vnet, 0);
         Buf wire = { 0 };
 
@@ -898,7 +898,7 @@ static void test_decoder_first_error_wins(void)
 {
     Expected expected[] = { { (const uint8_t *)"ok", 2, 1 } };
     Recorder r = { expected, 1, 0 };
-    QnsCounters *c = qns_counters_new();
+    NetFilterCounters *c = qns_counters_new();
     QnsDecoder *d = qns_decoder_new(true, 0);
     Buf wire = { 0 };
 
@@ -924,7 +924,7 @@ static void test_decoder_truncated(void)
         const size_t hdr = vnet ? 8 : 4;
         Expected expected[] = { { (const uint8_t *)"abcdef", 6, vnet ? 2 : 0 } };
         Recorder r = { expected, 1, 0 };
-        QnsCounters *c = qns_counters_new();
+        NetFilterCounters *c = qns_counters_new();
         QnsDecoder *d = qns_decoder_new(vnet, 0);
         Buf wire = { 0 };
         const char *first;
@@ -976,7 +976,7 @@ static void test_decoder_truncated(void)
 typedef struct Reentry {
     QnsDecoder *self;
     QnsDecoder *other;
-    QnsCounters *counters;
+    NetFilterCounters *counters;
     size_t calls;
 } Reentry;
 
@@ -1057,7 +1057,7 @@ static void test_decoder_busy(void)
 static void test_decoder_null(void)
 {
     QnsDecoder *d = qns_decoder_new(false, 0);
-    QnsCounters *c = qns_counters_new();
+    NetFilterCounters *c = qns_counters_new();
     Expected expected[] = { { (const uint8_t *)"hi", 2, 0 } };
     Recorder r = { expected, 1, 0 };
     Buf wire = { 0 };
@@ -1117,7 +1117,7 @@ static struct iovec iov(const void *base, size_t len)
  */
 static void test_outdev(void)
 {
-    QnsCounters *c = qns_counters_new();
+    NetFilterCounters *c = qns_counters_new();
     QnsOutdev *q = qns_outdev_new(true, 0, 64);
     uint8_t written[256];
     size_t n_written = 0, len, dropped = 99;
@@ -1235,7 +1235,7 @@ static void test_outdev(void)
  */
 static void test_outdev_count_as(void)
 {
-    QnsCounters *c = qns_counters_new();
+    NetFilterCounters *c = qns_counters_new();
     QnsOutdev *q = qns_outdev_new(true, 0, SIZE_MAX);
     const uint8_t *data;
     uint8_t payload[1000] = { 0 };
@@ -1298,7 +1298,7 @@ static void test_outdev_max_frame_len(void)
     for (size_t k = 0; k < 2; k++) {
         uint32_t max = maxes[k] ? maxes[k] : QNS_DEFAULT_MAX_FRAME_LEN;
         uint8_t *payload = make_payload(max + 1, 9);
-        QnsCounters *c = qns_counters_new();
+        NetFilterCounters *c = qns_counters_new();
         QnsOutdev *q = qns_outdev_new(false, maxes[k], 0);
         const uint8_t *data = NULL;
         size_t len = 99;
@@ -1337,8 +1337,8 @@ static void test_round_trip(void)
     enum { N = sizeof(lens) / sizeof(lens[0]) };
 
     for (int vnet = 0; vnet <= 1; vnet++) {
-        QnsCounters *out = qns_counters_new();
-        QnsCounters *in = qns_counters_new();
+        NetFilterCounters *out = qns_counters_new();
+        NetFilterCounters *in = qns_counters_new();
         QnsOutdev *q = qns_outdev_new(vnet, 0, 0);
         QnsDecoder *d = qns_decoder_new(vnet, 0);
         uint8_t *payloads[N];
@@ -1410,7 +1410,7 @@ static void test_round_trip(void)
  */
 
 /* `n` frames of `len` (> 0) bytes decoded: indev += (n, n * len). */
-static void count_indev(QnsCounters *c, size_t n, size_t len)
+static void count_indev(NetFilterCounters *c, size_t n, size_t len)
 {
     QnsDecoder *d = qns_decoder_new(false, 0);
     uint8_t *payload = make_payload(len, 5);
@@ -1429,7 +1429,7 @@ static void count_indev(QnsCounters *c, size_t n, size_t len)
 }
 
 /* `n` empty frames rejected: indev-errors += (n, 4 * n). */
-static void count_indev_errors(QnsCounters *c, size_t n)
+static void count_indev_errors(NetFilterCounters *c, size_t n)
 {
     QnsDecoder *d = qns_decoder_new(false, 0);
     static const uint8_t empty[4] = { 0, 0, 0, 0 };
@@ -1447,7 +1447,7 @@ static void count_indev_errors(QnsCounters *c, size_t n)
  * `n` frames of `len` (> 0) bytes queued, then written whole (outdev +=
  * (n, n * len)) or, with `drop`, discarded (outdev-errors += (n, n * len)).
  */
-static void count_outdev(QnsCounters *c, size_t n, size_t len, bool drop)
+static void count_outdev(NetFilterCounters *c, size_t n, size_t len, bool drop)
 {
     QnsOutdev *q = qns_outdev_new(false, 0, 0);
     uint8_t *payload = make_payload(len, 6);
@@ -1472,7 +1472,7 @@ static void count_outdev(QnsCounters *c, size_t n, size_t len, bool drop)
 }
 
 typedef struct Filters {
-    QnsCounters *redirector, *mirror, *buffer;
+    NetFilterCounters *redirector, *mirror, *buffer;
 } Filters;
 
 static Filters make_filters(void)
@@ -1524,7 +1524,7 @@ static char r_type[] = "filter-redirector", m_type[] = "filter-mirror",
             b_type[] = "filter-buffer";
 
 /* The redirector, with its counters in two calls and a chosen order. */
-static void add_redirector(QnsStatsBuilder *b, const Filters *f)
+static void add_redirector(NetFilterStatsBuilder *b, const Filters *f)
 {
     static const uint32_t first[] = { QNS_COUNTER_ID_OUTDEV_ERRORS,
                                       QNS_COUNTER_ID_INDEV };
@@ -1593,7 +1593,7 @@ static void test_stats_builder(void)
 
     /* The three filters, in the order added, counters read when added. */
     {
-        QnsStatsBuilder *b = qns_stats_builder_new();
+        NetFilterStatsBuilder *b = qns_stats_builder_new();
         QnsStatsList *list = NULL;
         const uint32_t unknown[] = { QNS_COUNTER_ID_INDEV, N_COUNTER_IDS };
         static const uint32_t max_id[] = { UINT32_MAX };
@@ -1668,7 +1668,7 @@ static void test_stats_builder(void)
         static const uint64_t want[4][2] = { { 9, 9 }, { 1, 60 }, { 0, 0 },
                                              { 7, 70 } };
         static char names[N_MANY][8];
-        QnsStatsBuilder *b = qns_stats_builder_new();
+        NetFilterStatsBuilder *b = qns_stats_builder_new();
         QnsStatsList *list = NULL;
 
         CHECK(b != NULL);
@@ -1713,7 +1713,7 @@ static void test_stats_builder(void)
     /* No filters at all: an empty list (the refused add_counters added
      * nothing). */
     {
-        QnsStatsBuilder *b = qns_stats_builder_new();
+        NetFilterStatsBuilder *b = qns_stats_builder_new();
         QnsStatsList *list = NULL;
 
         CHECK(b != NULL);
@@ -1728,7 +1728,7 @@ static void test_stats_builder(void)
 
     /* NULL pointers to finish. */
     {
-        QnsStatsBuilder *b;
+        NetFilterStatsBuilder *b;
         QnsStatsList *list = NULL;
 
         CHECK_RESULT(qns_stats_builder_finish(NULL, &list),
@@ -1765,7 +1765,7 @@ static void test_stats_builder(void)
  * the query-stats schemas.
  */
 typedef struct SnapshotThread {
-    QnsCounters *counters;
+    NetFilterCounters *counters;
     unsigned rounds;
 } SnapshotThread;
 
@@ -1784,7 +1784,7 @@ static void *snapshot_thread(void *opaque)
 
 static void test_snapshots_objects_and_schemas(void)
 {
-    QnsCounters *c = qns_counters_new();
+    NetFilterCounters *c = qns_counters_new();
     SnapshotThread t = { c, 100000 };
     pthread_t threads[4];
     QnsDecoder *d;
@@ -1841,7 +1841,7 @@ static void test_snapshots_objects_and_schemas(void)
     {
         static const uint32_t ids[] = { QNS_COUNTER_ID_RELEASED,
                                         QNS_COUNTER_ID_CONNECTIONS };
-        QnsStatsBuilder *b = qns_stats_builder_new();
+        NetFilterStatsBuilder *b = qns_stats_builder_new();
         QnsStatsList *list = NULL;
         const QnsFilterStats *f;
 
@@ -1876,7 +1876,7 @@ static void test_snapshots_objects_and_schemas(void)
     {
         static const uint32_t ids[] = { QNS_COUNTER_ID_HELD,
                                         QNS_COUNTER_ID_HOLD_TIME };
-        QnsCounters *m = qns_counters_new();
+        NetFilterCounters *m = qns_counters_new();
         QnsStatsList *list;
         const QnsFilterStats *f;
         const QnsStatValue *hist;

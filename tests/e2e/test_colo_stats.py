@@ -661,7 +661,7 @@ def test_outdev_peer_hanging_up_releases_primary_in():
 def test_object_del_and_quit_while_outdev_is_not_read():
     """colo-compare's outdev peer does not read, and colo-compare holds
     primary_in. Neither object-del nor quit may wait for the peer (QMP must
-    answer, glue 0058: both waited for good before): the peer has whole
+    answer, glue 0021: both waited for good before): the peer has whole
     frames in order (one cut off would hang it up), and QEMU ends cleanly
     (Qemu.close)."""
     n = 2000

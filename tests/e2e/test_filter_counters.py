@@ -93,7 +93,7 @@ def test_buffer_full_queue_drops_and_counts():
 def test_buffer_counts_what_the_receiver_drops_as_dropped():
     """Released to a NIC that cannot receive (no driver): its queue takes
     10000 packets and drops the rest, which count as dropped, not
-    released (glue 0056: all 12000 counted as released before)."""
+    released (glue 0045: all 12000 counted as released before)."""
     first = [payload(60 + i % 7, i) for i in range(6000)]
     second = [payload(70 + i % 5, i) for i in range(6000)]
     with start_qemu(["filter-buffer,id=b0,netdev=n0,queue=tx,interval=1000000"]) as q:
@@ -117,7 +117,7 @@ def test_buffer_counts_what_the_receiver_drops_as_dropped():
 def test_buffer_counts_a_raw_packet_whole(tmp_path):
     """virtio-net on a tap netdev carries a vnet header; an announce (a
     RAW packet, a 60-byte RARP frame) has none: buffered counts it whole
-    (glue 0056: less the header before)."""
+    (glue 0045: less the header before)."""
     tap = "qnsraw0"
     subprocess.run(["ip", "link", "del", tap], stderr=subprocess.DEVNULL, check=False)
     subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True)

@@ -406,7 +406,7 @@ def test_enable_when_stopped(enabled, netdev):
     """The VM is stopped and a frame r0 let pass (it was off) waits in the
     guest NIC's queue, so n0 stops reading. r0 is switched on: with
     enable_when_stopped, r0 takes that frame out of the NIC's queue (glue
-    0059: it stayed there, and n0 read on while it waited, against
+    0038: it stayed there, and n0 read on while it waited, against
     NetQueue's rule), n0 reads again, and what arrives reaches out0 within
     a second, in order, exactly counted; after `cont` traffic flows on as
     before. Without it (stock behaviour) n0 waits for the guest. Run on a
@@ -473,7 +473,7 @@ def test_enable_when_stopped_added_to_a_stopped_vm(netdev):
     """A redirector with enable_when_stopped added while the VM is stopped
     (as a migration's management adds it once the source has stopped)
     reads the netdev at once: what waited for the guest, then what comes
-    (glue 0060: it read nothing until the VM next stopped)."""
+    (glue 0038: it read nothing until the VM next stopped)."""
     q = Qemu(chardevs=["out0"], netdev=netdev)
     with q:
         waiting = stop_with_a_frame_waiting(q, 11)

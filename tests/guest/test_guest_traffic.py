@@ -163,7 +163,7 @@ def test_tap_with_vnet_header_counts_ethernet_frames():
     and the guest counts it; the mirror's wire frames carry it, with its
     length (vnet_hdr_support). Without vnet_hdr_support a mirror writes the
     Ethernet frames alone, and a redirector's indev frames (Ethernet frames
-    alone) reach the guest whole (glue 0055: both carried the header
+    alone) reach the guest whole (glue 0024: both carried the header
     unannounced before)."""
     tap = Tap("qnsvt0")
     try:

@@ -288,7 +288,7 @@ def test_migration_loses_no_frame_with_the_wiring(mig):
 def test_migration_with_the_source_filter_added_once_stopped(mig):
     """The source's redirector is added (switched on) only once the
     migration has completed: it reads the stopped netdev at once (glue
-    0060) and carries everything, as the one switched on does."""
+    0038) and carries everything, as the one switched on does."""
     sent, v = run(mig, "added-after")
     assert (v["received"], v["dup"], v["reordered"], v["missing"]) == (sent, 0, 0, 0), (
         v, mig.src.stats_by_name()["carry-out"], mig.dst.stats_by_name()["carry-in"])
