@@ -308,7 +308,9 @@ def test_object_add_and_del_while_traffic_flows(tmp_path):
 def test_indev_frame_through_a_hub_is_written_at_once():
     """A redirector's indev frame that reaches another netdev's mirror
     through a hub is written when the indev read ends, not when that
-    mirror's next frame comes (glue 0058: it waited before)."""
+    mirror's next frame comes (glue 0035; an earlier cut of the series
+    wrote only the redirector's own netdev's filters then, and this one
+    waited)."""
     with Qemu(netdev="hub", chardevs=["in0", "m1out"], extra_args=[
             "-object", "filter-redirector,id=r0,netdev=n0,queue=tx,indev=in0",
             "-object", "filter-mirror,id=m1,netdev=n1,queue=rx,outdev=m1out"]) as q:
